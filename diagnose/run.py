@@ -1,0 +1,59 @@
+"""
+Run: everything diagnose knows about one training run, whatever log it came from.
+
+Parsers (diagnose/parse*.py) build it; detectors only read it. Series are numpy
+arrays aligned by row; a value the log did not carry is NaN.
+"""
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# columns of Run.train and Run.eval; every parser fills all of them (NaN when unknown)
+TRAIN_COLUMNS = ("iter", "loss", "lr", "grad_norm", "grad_scale", "dt_ms",
+                 "tokens_per_sec", "mfu", "tokens", "epoch")
+EVAL_COLUMNS = ("iter", "train_loss", "val_loss", "train_loss_se", "val_loss_se",
+                "tokens", "epoch", "lr")
+
+
+def empty_columns(names):
+    return {name: np.array([], dtype=float) for name in names}
+
+
+@dataclass
+class Run:
+    source: str                      # the path it was read from
+    format: str                      # 'metrics.jsonl', 'nanogpt', 'llmc', 'modded-nanogpt', 'wandb-csv', 'generic: <pattern>'
+    train: dict = field(default_factory=lambda: empty_columns(TRAIN_COLUMNS))
+    eval: dict = field(default_factory=lambda: empty_columns(EVAL_COLUMNS))
+    config: dict = field(default_factory=dict)   # train.py key names: batch_size, block_size, learning_rate, max_iters, ...
+    data: dict = field(default_factory=dict)     # meta.json facts: train_tokens, val_tokens, tokenizer {vocab_size, ...}
+    model: dict = field(default_factory=dict)    # params, non_embedding_params, flops_per_token
+    system: dict = field(default_factory=dict)   # device_name, peak_flops, dtype, world_size, compile
+    segments: list = field(default_factory=list)  # first iteration of each segment (restarts / resumes), in file order
+    events: list = field(default_factory=list)   # other records: warning, checkpoint, end (dicts as logged)
+    notes: list = field(default_factory=list)    # what the parser recognised or skipped, for the report
+
+    # --- facts that several detectors need; None when the run does not say ---
+
+    def tokens_per_iter(self):
+        c = self.config
+        if c.get("tokens_per_iter"):
+            return int(c["tokens_per_iter"])
+        keys = ("batch_size", "block_size", "gradient_accumulation_steps")
+        if all(c.get(k) for k in keys):
+            from facts import tokens_per_iter
+            return tokens_per_iter(*(int(c[k]) for k in keys))
+        return None
+
+    def train_tokens(self):
+        t = self.data.get("train_tokens")
+        return int(t) if t else None
+
+    def vocab_size(self):
+        tok = self.data.get("tokenizer") or {}
+        v = tok.get("vocab_size") or self.config.get("vocab_size")
+        return int(v) if v else None
+
+    def last_iter(self):
+        its = [a["iter"][-1] for a in (self.train, self.eval) if len(a["iter"])]
+        return int(max(its)) if its else None
