@@ -1,0 +1,1 @@
+"""One module per family of findings; each exposes detect(run) -> list[Finding]."""

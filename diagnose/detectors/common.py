@@ -1,0 +1,93 @@
+"""Small helpers the detectors share: series, facts and how to ask for a missing one."""
+import math
+
+import numpy as np
+
+from diagnose.noise import finite_series
+
+HOW_TO_GIVE = {
+    "tokens_per_iter": "tokens per iteration (give --config FILE.py or --tokens-per-iter N)",
+    "train_tokens": "train_tokens, the dataset size in tokens (give --data DIR or --train-tokens N)",
+    "params": "the parameter count (give --config FILE.py or --params N)",
+    "device": "the GPU (give --gpu NAME)",
+    "config": "the LR schedule and max_iters (give --config FILE.py)",
+    "vocab_size": "the vocabulary size (give --data DIR or --config FILE.py)",
+}
+
+
+def missing(*facts):
+    return [HOW_TO_GIVE[f] for f in facts]
+
+
+def train_series(run, col="loss"):
+    return finite_series(run.train["iter"], run.train[col])
+
+
+def eval_series(run, col="val_loss"):
+    return finite_series(run.eval["iter"], run.eval[col])
+
+
+def params(run):
+    p = run.model.get("params") or run.config.get("params")
+    if p:
+        return int(p)
+    c = run.config
+    v = run.vocab_size()
+    if all(c.get(k) for k in ("n_layer", "n_embd", "block_size")) and v:
+        from facts import padded_vocab_size, param_counts
+        return param_counts(int(c["n_layer"]), int(c["n_embd"]), padded_vocab_size(v),
+                            int(c["block_size"]), bool(c.get("bias", False)))["params"]
+    return None
+
+
+def schedule_known(run):
+    c = run.config
+    return all(c.get(k) is not None for k in ("learning_rate", "min_lr", "warmup_iters",
+                                              "lr_decay_iters", "max_iters"))
+
+
+def planned_lr(run, it):
+    from facts import lr_from_config
+    return lr_from_config(int(it), run.config)
+
+
+def lr_now_and_peak(run, it):
+    """(lr at `it`, peak lr): from the config when known, else from the logged LR column."""
+    if schedule_known(run):
+        peak = float(run.config["learning_rate"])
+        return planned_lr(run, it), peak
+    i, lr = train_series(run, "lr")
+    if len(lr) == 0:
+        i, lr = eval_series(run, "lr")
+    if len(lr) == 0:
+        return None, None
+    k = int(np.searchsorted(i, it, side="right")) - 1
+    return float(lr[max(0, k)]), float(np.max(lr))
+
+
+def tokens_seen(run, it):
+    """Tokens seen by iteration `it`: the logged count, else iterations x tokens per iteration."""
+    i, tok = train_series(run, "tokens")
+    if len(tok):
+        k = int(np.searchsorted(i, it, side="right")) - 1
+        if k >= 0:
+            return float(tok[k])
+    tpi = run.tokens_per_iter()
+    return float(it + 1) * tpi if tpi else None
+
+
+def num(x, digits=4):
+    """A JSON-safe float (None for NaN/inf), rounded for reading."""
+    if x is None:
+        return None
+    x = float(x)
+    if not math.isfinite(x):
+        return None
+    return float(round(x, digits)) if abs(x) >= 1e-3 or x == 0 else float(f"{x:.4g}")
+
+
+def fmt_tokens(n):
+    for unit, div in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.3g}{unit}"
+    return f"{n:.0f}"

@@ -1,0 +1,196 @@
+"""Instability: blips (one-step outliers that recover at once, counted only), spikes
+(persist or recover slowly), divergence, grad-norm precursors, clipping, fp16 loss-scale
+collapses, and val bumps beyond noise."""
+import numpy as np
+
+from diagnose.detectors.common import eval_series, num, train_series
+from diagnose.findings import Finding
+from diagnose.noise import eval_se, robust_sigma, train_noise
+
+OUTLIER_Z = 6.0       # residual above trend, in robust sigmas
+BLIP_STEPS = 3        # back within noise after at most this many logged steps: a blip
+MIN_BUMP = 0.01       # nats: a val bump smaller than this is not worth a word, however exact the evals
+
+
+def detect(run):
+    out = []
+    it, v = train_series(run)
+    tn = train_noise(it, v)
+    if tn is not None and np.isfinite(tn["sigma"]) and tn["sigma"] > 0:
+        out += spikes(run, tn)
+        out += divergence(run, tn)
+    out += clipping(run)
+    out += loss_scale(run)
+    out += val_bumps(run)
+    return out
+
+
+def spikes(run, tn):
+    it, v, trend, r, s = tn["iters"], tn["values"], tn["trend"], tn["resid"], tn["sigma"]
+    # sigma from the whole run's second half underestimates early noise: use a local scale too
+    local = np.maximum(s, _local_sigma(r, tn["window"]))
+    z = r / local
+    out_idx = np.flatnonzero(z > OUTLIER_Z)
+    blips, spikes_ = [], []
+    i = 0
+    while i < len(out_idx):
+        k = out_idx[i]
+        j = k
+        while j + 1 < len(v) and r[j + 1] > 2 * local[j + 1]:
+            j += 1
+        steps = j - k + 1
+        (blips if steps <= BLIP_STEPS else spikes_).append((k, j))
+        while i < len(out_idx) and out_idx[i] <= j:
+            i += 1
+    found = []
+    gblips = grad_blips(run)
+    if blips or gblips:
+        found.append(Finding("instability.blips", "info",
+                             f"{len(blips)} single-step loss blip(s), each recovered within {BLIP_STEPS} logged steps"
+                             + (f"; {len(gblips)} grad-norm blip(s)" if gblips else ""),
+                             "One batch that was harder than usual (or one bad update that the next steps "
+                             "undo) raises the loss for a step; the curve returns to its trend at once. "
+                             "These are benign and need no action.",
+                             evidence={"blip_iters": [int(it[k]) for k, _ in blips][:200],
+                                       "heights": [num(r[k]) for k, _ in blips][:200], "sigma": num(s),
+                                       "grad_norm_blip_iters": gblips[:200]}))
+    if spikes_:
+        gn_i, gn = train_series(run, "grad_norm")
+        led = _grad_led(gn_i, gn, [it[k] for k, _ in spikes_])
+        peaks = [num(v[k:j + 1].max()) for k, j in spikes_]
+        rec = [int(it[j] - it[k]) for k, j in spikes_]
+        found.append(Finding(
+            "instability.spike", "warning",
+            f"{len(spikes_)} loss spike(s) that took more than {BLIP_STEPS} logged steps to recover",
+            "The loss jumped well beyond its noise and stayed up: the update, not the batch, "
+            "moved the weights somewhere worse. Repeated spikes mean the LR is too high for the "
+            "current state (or the batch too small)."
+            + (" The grad norm rose before them." if led else ""),
+            evidence={"spike_iters": [int(it[k]) for k, _ in spikes_], "peaks": peaks, "recovery_steps": rec,
+                      "grad_norm_led": led, "sigma": num(s)},
+            iters=(int(it[spikes_[0][0]]), int(it[spikes_[-1][1]])),
+            recommendations=["--learning_rate=<0.7 x now>", "--grad_clip=1.0", "--warmup_iters=<2 x now>"]))
+    return found
+
+
+def grad_blips(run):
+    """Iterations where the grad norm jumps far above its trend (log scale) and is back within BLIP_STEPS."""
+    gi, g = train_series(run, "grad_norm")
+    if len(g) < 50:
+        return []
+    tn = train_noise(gi, np.log(np.maximum(g, 1e-12)))
+    s = tn["sigma"]
+    if not s > 0:
+        return []
+    r = tn["resid"]
+    out = []
+    for k in np.flatnonzero(r > OUTLIER_Z * s):
+        after = r[k + 1:k + 1 + BLIP_STEPS]
+        if len(after) and (after < 2 * s).any() and (k == 0 or r[k - 1] < OUTLIER_Z * s):
+            out.append(int(gi[k]))
+    return out
+
+
+def _local_sigma(r, window):
+    n = len(r)
+    w = max(50, 5 * window)
+    out = np.empty(n)
+    for a in range(0, n, w):
+        seg = r[max(0, a - w): a + 2 * w]
+        out[a:a + w] = robust_sigma(seg)
+    return out
+
+
+def _grad_led(gi, g, spike_iters):
+    if len(g) < 20:
+        return None
+    lg = np.log(np.maximum(g, 1e-12))
+    med = np.median(lg)
+    s = robust_sigma(lg)
+    if not s > 0:
+        return None
+    led = 0
+    for t in spike_iters:
+        m = (gi <= t) & (gi >= t - 5 * max(1.0, float(np.median(np.diff(gi)))))
+        if m.any() and (lg[m].max() - med) / s > OUTLIER_Z:
+            led += 1
+    return bool(led > len(spike_iters) / 2)
+
+
+def divergence(run, tn):
+    it, trend, s = tn["iters"], tn["trend"], tn["sigma"]
+    n = len(trend)
+    if n < 20:
+        return []
+    k = int(np.argmin(trend[: n - max(3, n // 20)]))
+    end = float(np.median(trend[-max(3, n // 20):]))
+    rise = end - float(trend[k])
+    if rise < max(0.5, 10 * s):
+        return []
+    return [Finding("instability.divergence", "critical",
+                    f"diverging: loss trend up {rise:.2f} nats from its minimum at {int(it[k])}",
+                    "The loss trend rose far beyond noise and did not come back: training diverged.",
+                    evidence={"min_iter": int(it[k]), "min_trend": num(trend[k]), "end_trend": num(end)},
+                    iters=(int(it[k]), int(it[-1])),
+                    recommendations=["--learning_rate=<half of now>", "--grad_clip=1.0",
+                                     "resume from a checkpoint before the rise"])]
+
+
+def clipping(run):
+    gi, g = train_series(run, "grad_norm")
+    clip = run.config.get("grad_clip")
+    if len(g) < 10 or not clip:
+        return []
+    share = float(np.mean(g > clip))
+    if share < 0.5:
+        return [Finding("instability.clipping", "info", f"{share:.0%} of steps clipped at grad_clip={clip}",
+                        "Clipping a minority of steps only tames outliers.",
+                        evidence={"clipped_share": num(share), "grad_clip": clip})]
+    return [Finding("instability.clipping", "notice", f"{share:.0%} of steps clipped at grad_clip={clip}",
+                    "When most steps are clipped, the update size is set by grad_clip rather than "
+                    "the LR: the effective LR is lower than the schedule says.",
+                    evidence={"clipped_share": num(share), "grad_clip": clip},
+                    recommendations=[f"--grad_clip={2 * clip:g}", "or a lower --learning_rate"])]
+
+
+def loss_scale(run):
+    si, sc = train_series(run, "grad_scale")
+    if len(sc) < 3:
+        return []
+    halvings = int(np.sum(np.diff(sc) < 0))
+    lo = float(np.min(sc))
+    if lo >= 1.0 and float(sc[-1]) >= np.max(sc) / 2 ** 10:
+        return [Finding("instability.loss_scale", "info", f"fp16 loss scale: {halvings} reduction(s), min {lo:g}",
+                        "Occasional overflow steps are skipped by the scaler; harmless.",
+                        evidence={"halvings": halvings, "min_scale": num(lo)})]
+    k = int(np.argmin(sc))
+    return [Finding("instability.loss_scale", "warning", f"fp16 loss scale collapsed to {lo:g}",
+                    "The gradient scaler keeps halving: gradients overflow fp16 at every scale, "
+                    "so steps are skipped or the loss is about to go NaN.",
+                    evidence={"halvings": halvings, "min_scale": num(lo), "iter": int(si[k])},
+                    iters=(int(si[k]), int(si[k])), recommendations=["--dtype=bfloat16"])]
+
+
+def val_bumps(run):
+    iv, vv = eval_series(run)
+    if len(vv) < 5:
+        return []
+    se, source = eval_se(run, "val")
+    if not np.isfinite(se):
+        return []
+    # a bump: a rise over the previous eval beyond noise (3 sigma of a difference) that the next eval undoes
+    rise = vv[1:-1] - vv[:-2]
+    back = vv[1:-1] - vv[2:]
+    thr = max(3 * se * np.sqrt(2.0), MIN_BUMP)
+    idx = np.flatnonzero((rise > thr) & (back > thr / 2)) + 1
+    mid = np.r_[rise, 0.0]
+    if len(idx) == 0:
+        return []
+    return [Finding("instability.val_bump", "notice",
+                    f"{len(idx)} val bump(s) beyond noise at {', '.join(str(int(iv[i])) for i in idx[:8])}",
+                    f"These evals rose above the previous one by more than 3 sigma of eval noise "
+                    f"(SE {se:.4f}, {source}); a transient the next eval undid. One-off bumps are "
+                    "harmless; many mean the LR is on the edge of stability.",
+                    evidence={"bump_iters": [int(iv[i]) for i in idx], "heights": [num(mid[i - 1]) for i in idx],
+                              "threshold": num(thr)},
+                    iters=(int(iv[idx[0]]), int(iv[idx[-1]])))]

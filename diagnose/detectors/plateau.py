@@ -1,0 +1,118 @@
+"""Plateau or still improving, aware of the LR schedule.
+
+A curve flat within noise while the LR is still near its peak is not a plateau: the decay
+still buys loss (suggest a cooldown, not a stop). Flat with the LR already low is a true
+plateau, which routes to data (epochs) or capacity (tokens per parameter).
+"""
+import numpy as np
+
+from diagnose.detectors.common import eval_series, lr_now_and_peak, num, train_series
+from diagnose.findings import Finding
+from diagnose.noise import eval_se, min_detectable_change, train_noise
+
+WINDOW = 0.25        # the last quarter of the iterations seen
+LR_HIGH = 0.5        # LR above this share of its peak is 'still near peak'
+SHORT = 0.3          # flat for less than this share of the iterations seen: only flattening
+
+
+def curve(run):
+    """(iters, values, se of one value, name): val evals when there are enough, else binned train loss."""
+    iv, vv = eval_series(run)
+    if len(vv) >= 6:
+        se, _ = eval_se(run, "val")
+        if np.isfinite(se):
+            return iv, vv, se, "val loss"
+    it, v = train_series(run)
+    if len(v) < 30:
+        return None
+    tn = train_noise(it, v)
+    if tn is None or not np.isfinite(tn["sigma"]):
+        return None
+    nb = min(60, len(v))
+    edges = np.linspace(0, len(v), nb + 1).astype(int)
+    bi = np.array([it[a:b].mean() for a, b in zip(edges[:-1], edges[1:]) if b > a])
+    bv = np.array([v[a:b].mean() for a, b in zip(edges[:-1], edges[1:]) if b > a])
+    per = max(1, len(v) // nb)
+    return bi, bv, tn["sigma"] / np.sqrt(per), "train loss"
+
+
+def detect(run):
+    c = curve(run)
+    if c is None:
+        return []
+    it, v, se, name = c
+    if len(v) < 6 or not se > 1e-6:   # an exactly constant loss is sanity.not_learning's
+        return []
+    if float(np.mean(v[-3:])) > float(np.min(v)) + min_detectable_change(se) and int(np.argmin(v)) < len(v) - 3:
+        return []                      # rising again: overfitting or instability, not a plateau
+    span = it[-1] - it[0]
+    w = it >= it[-1] - WINDOW * span
+    if w.sum() < 4:
+        w = np.zeros(len(it), bool)
+        w[-4:] = True
+    x, y = it[w], v[w]
+    xc = x - x.mean()
+    slope = float(np.sum(xc * (y - y.mean())) / np.sum(xc ** 2))
+    width = float(x[-1] - x[0])
+    drop = -slope * width                          # fall over the window, from the fit
+    resid = y - (y.mean() + slope * xc)
+    sigma = max(se, float(np.std(resid, ddof=2)) if len(y) > 3 else se)
+    drop_se = sigma * width / np.sqrt(np.sum(xc ** 2))
+    mdc = min_detectable_change(se)
+    ev = {"curve": name, "window_iters": [int(x[0]), int(x[-1])], "drop_in_window": num(drop),
+          "drop_se": num(drop_se), "min_detectable_change": num(mdc), "se": num(se)}
+    lr_now, peak = lr_now_and_peak(run, it[-1])
+    ratio = lr_now / peak if lr_now is not None and peak else None
+    ev["lr_now"], ev["lr_peak"], ev["lr_ratio"] = num(lr_now, 8), num(peak, 8), num(ratio)
+    if drop > 2 * drop_se and drop > mdc:
+        return [Finding("plateau.none", "info",
+                        f"still improving: {name} fell {drop:.3f} nats over iterations {int(x[0])}-{int(x[-1])}",
+                        f"The fitted fall over the last quarter ({drop:.3f} nats) is {drop / max(drop_se, 1e-12):.1f} "
+                        "times its standard error: not a plateau. Keep going; the forecast says where it ends.",
+                        evidence=ev, iters=(int(x[0]), int(x[-1])))]
+    onset = plateau_onset(it, v, mdc)
+    ev["onset_iter"] = int(onset)
+    region = (int(onset), int(it[-1]))
+    if ratio is not None and ratio >= LR_HIGH:
+        return [Finding(
+            "plateau.lr_high", "notice",
+            f"{name} flat within noise since ~{int(onset)}, but the LR is still {ratio:.0%} of its peak: not a plateau",
+            "At a high learning rate the loss sits on a noise floor set by the step size; it looks flat "
+            "while the model is still improving underneath. Decaying the LR removes that floor and "
+            "buys loss (typically several hundredths of a nat; see the forecast finding). "
+            "Do not stop here: cool down instead.",
+            evidence=ev, iters=region,
+            recommendations=["--lr_schedule=wsd", "--decay_frac=0.2", "--min_lr=<learning_rate/10>"])]
+    if it[-1] - onset < SHORT * span:
+        return [Finding("plateau.flattening", "info",
+                        f"{name} flattening since ~{int(onset)}: the last {int(it[-1] - onset)} iterations are within noise",
+                        "A curve flattens as it converges; too short a stretch to call a plateau yet.",
+                        evidence=ev, iters=region)]
+    if ratio is None:
+        return [Finding(
+            "plateau.flat", "notice", f"{name} flat within noise since ~{int(onset)}",
+            "The fall over the last quarter is within noise. Whether this is a plateau depends on "
+            "the LR: at a high LR the decay will still buy loss, at a low LR it is a true plateau.",
+            evidence=ev, iters=region, missing=["the LR schedule (give --config FILE.py)"])]
+    return [Finding(
+        "plateau.true", "warning",
+        f"plateau: {name} flat within noise since ~{int(onset)} with the LR down to {ratio:.0%} of peak",
+        "The loss no longer falls beyond noise and the LR has already decayed, so more steps of "
+        "this run will not buy much. What limits it is the data (see data.repetition: repeated "
+        "epochs are worth less) or the model's capacity (see capacity.*).",
+        evidence=ev, iters=region,
+        recommendations=["--early_stop=True", "more unique data (--dataset=...)",
+                         "a larger model (--n_layer / --n_embd, see capacity)"])]
+
+
+def plateau_onset(it, v, tol):
+    """First iteration after which the (smoothed) curve stays within tol of its final level."""
+    k = max(1, len(v) // 20)
+    smooth = np.convolve(v, np.ones(k) / k, mode="same") if k > 1 else v
+    smooth[: k // 2] = v[: k // 2]
+    end = float(np.median(v[-max(3, len(v) // 10):]))
+    above = smooth > end + tol
+    if not above.any():
+        return it[0]
+    last_above = int(np.flatnonzero(above)[-1])
+    return it[min(last_above + 1, len(it) - 1)]

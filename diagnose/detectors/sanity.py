@@ -1,0 +1,205 @@
+"""Facts of the run and sanity checks: init loss, NaN/Inf, zero LR, not learning, a loss too good to be true."""
+import math
+
+import numpy as np
+
+from diagnose.detectors.common import (eval_series, fmt_tokens, missing, num, params,
+                                       train_series)
+from diagnose.findings import Finding
+from diagnose.noise import train_noise
+
+
+def detect(run):
+    out = [facts(run)]
+    out += nonfinite(run)
+    out += init_loss(run)
+    out += zero_lr(run)
+    out += not_learning(run)
+    out += implausibly_low(run)
+    return out
+
+
+def facts(run):
+    last = run.last_iter() or 0
+    tpi = run.tokens_per_iter()
+    n = params(run)
+    ev = {"last_iter": last, "tokens_per_iter": tpi, "params": n,
+          "non_embedding_params": run.model.get("non_embedding_params"),
+          "train_tokens": run.train_tokens()}
+    lacks = []
+    parts = [f"{last} iterations"]
+    if tpi:
+        seen = tpi * (last + 1)
+        ev["tokens_seen"] = seen
+        parts.append(f"{fmt_tokens(tpi)} tokens/iter, {fmt_tokens(seen)} tokens seen")
+    else:
+        lacks += missing("tokens_per_iter")
+    if n:
+        parts.append(f"{n / 1e6:.1f}M params")
+        if ev["non_embedding_params"]:
+            parts[-1] += f" ({ev['non_embedding_params'] / 1e6:.1f}M non-embedding)"
+    else:
+        lacks += missing("params")
+    fpt = run.model.get("flops_per_token") or (6 * n if n else None)
+    if fpt and tpi:
+        ev["compute_flops"] = float(fpt) * tpi * (last + 1)
+        parts.append(f"{ev['compute_flops']:.3g} FLOPs")
+    if run.train_tokens():
+        parts.append(f"dataset {fmt_tokens(run.train_tokens())} train tokens")
+    else:
+        lacks += missing("train_tokens")
+    return Finding("facts.summary", "info", "; ".join(parts),
+                   "What the run is, from its log and the facts given; the other findings rest on these.",
+                   evidence=ev, missing=lacks)
+
+
+def nonfinite(run):
+    out = []
+    series = [("train loss", _raw(run.train, "loss"))]
+    if not np.isfinite(run.train["loss"]).any():
+        series = [("val loss", _raw(run.eval, "val_loss"))]
+    for name, (it, v) in series:
+        bad = ~np.isfinite(v)
+        # NaN before any finite value, or everywhere, means 'not logged', not divergence
+        if len(v) == 0 or not np.isfinite(v).any() or not bad[np.argmax(np.isfinite(v)):].any():
+            continue
+        bad[:np.argmax(np.isfinite(v))] = False
+        first = int(it[np.argmax(bad)])
+        recovered = bool(np.isfinite(v[np.argmax(bad):]).any())
+        before = v[:np.argmax(bad)]
+        tn = train_noise(it[:np.argmax(bad)], before) if name == "train loss" else None
+        precursor = None
+        if tn and np.isfinite(tn["sigma"]) and tn["sigma"] > 0:
+            z = tn["resid"][-5:] / tn["sigma"]
+            precursor = bool(np.max(z) > 4)
+        ev = {"first_iter": first, "count": int(bad.sum()), "recovered": recovered,
+              "last_finite_loss": num(before[np.isfinite(before)][-1]) if np.isfinite(before).any() else None,
+              "precursor": precursor}
+        fp16 = str(run.config.get("dtype") or run.system.get("dtype") or "") == "float16" \
+            or np.isfinite(run.train["grad_scale"]).any()
+        recs = ["--dtype=bfloat16" if fp16 else "--learning_rate=<half of now>",
+                "--grad_clip=1.0", "resume from the last checkpoint before the NaN"]
+        expl = (f"The {name} became NaN/Inf at iteration {first} ({ev['count']} non-finite values"
+                f"{', never recovering' if not recovered else ''}). "
+                + ("The steps before it were within noise: no warning sign in the loss. " if precursor is False else "")
+                + ("fp16 overflows where bf16 does not; " if fp16 else "")
+                + "this is divergence, not a logging glitch.")
+        out.append(Finding("sanity.nonfinite", "critical",
+                           f"{name} is NaN/Inf from iteration {first}", expl, evidence=ev,
+                           iters=(first, int(it[-1])), recommendations=recs))
+    return out
+
+
+def _raw(table, col):
+    it = np.asarray(table["iter"], float)
+    v = np.asarray(table[col], float)
+    keep = np.isfinite(it)
+    return it[keep], v[keep]
+
+
+def init_loss(run):
+    it, v = train_series(run)
+    vocab = run.vocab_size()
+    if len(v) == 0 or it[0] > 0:
+        return []
+    if not vocab:
+        return []
+    expected = math.log(vocab)
+    first = float(v[0])
+    if abs(first - expected) <= 1.0:
+        return []
+    sev = "warning" if first > expected + 1.0 else "notice"
+    return [Finding("sanity.init_loss", sev,
+                    f"loss at init {first:.2f} vs ln(vocab)={expected:.2f}",
+                    "A freshly initialised model predicts nearly uniformly, so its loss is close to "
+                    "ln(vocab_size). " + ("Far above means the initial logits are too large (init scale, "
+                                          "a missing output scaling); " if first > expected else
+                                          "Far below means the model is not fresh (resumed or pretrained) "
+                                          "or the loss is computed over fewer classes; ")
+                    + "check before trusting the rest of the curve.",
+                    evidence={"init_loss": num(first), "ln_vocab": num(expected), "vocab_size": vocab},
+                    iters=(int(it[0]), int(it[0])))]
+
+
+def zero_lr(run):
+    it, lr = train_series(run, "lr")
+    if len(lr) < 4:
+        return []
+    after = it > (run.config.get("warmup_iters") or 0)
+    zero = (lr == 0) & after
+    if zero.sum() < max(3, 0.2 * after.sum()):
+        return []
+    first = int(it[np.argmax(zero)])
+    return [Finding("sanity.zero_lr", "critical", f"learning rate is 0 on {int(zero.sum())} logged steps",
+                    "A zero learning rate after warmup means no update at all: the schedule or the "
+                    "config is wrong.", evidence={"first_iter": first, "count": int(zero.sum())},
+                    iters=(first, int(it[-1])),
+                    recommendations=["--min_lr=<learning_rate/10>", "check learning_rate and lr_decay_iters"])]
+
+
+def not_learning(run):
+    """Flat at the uniform-guess loss, or exactly constant: nothing is being learned."""
+    it, v = train_series(run)
+    if len(v) < 10:
+        it, v = eval_series(run)
+    if len(v) < 10:
+        return []
+    q = max(2, len(v) // 4)
+    drop = float(np.median(v[:q]) - np.median(v[-q:]))
+    vocab = run.vocab_size()
+    level = float(np.median(v[-q:]))
+    at_uniform = vocab is not None and abs(level - math.log(vocab)) < 0.1
+    constant = float(np.ptp(v[-q:])) < 1e-4 and float(np.ptp(v)) < 1e-3
+    if drop > 0.05 * max(level, 1e-9) or not (at_uniform or constant):
+        return []
+    why = (f"the loss stays at {level:.4f}" + (f" = ln({vocab}) = {math.log(vocab):.4f}, the loss of a "
+                                              f"uniform guess over the vocabulary" if at_uniform else
+                                              ", exactly the same value at every step"))
+    return [Finding("sanity.not_learning", "critical", f"not learning: loss constant at {level:.4f}",
+                    f"Over {len(v)} logged steps {why}. The model's output does not depend on its "
+                    "weights or the weights do not change: a zero or NaN-skipped update (fp16 scaler "
+                    "skipping every step), a detached loss, frozen parameters, or labels that never match.",
+                    evidence={"level": num(level), "drop": num(drop), "ln_vocab": num(math.log(vocab)) if vocab else None,
+                              "points": int(len(v))},
+                    iters=(int(it[0]), int(it[-1])),
+                    recommendations=["--learning_rate=6e-4", "--dtype=bfloat16",
+                                     "check that the optimizer steps (grad_norm > 0, loss.backward() reached)"],
+                    missing=missing("vocab_size") if vocab is None else [])]
+
+
+def implausibly_low(run):
+    """Held-out loss far below train, or near zero in the first epoch: leakage or a broken causal mask."""
+    out = []
+    ie, tr = eval_series(run, "train_loss")
+    iv, va = eval_series(run, "val_loss")
+    if len(tr) >= 4 and len(va) >= 4:
+        common, a, b = np.intersect1d(ie, iv, return_indices=True)
+        if len(common) >= 4:
+            h = len(common) // 2
+            gap = tr[a][h:] - va[b][h:]
+            if np.mean(gap > np.maximum(0.1, 0.1 * tr[a][h:])) >= 0.8:
+                out.append(Finding(
+                    "sanity.val_below_train", "warning",
+                    f"val loss below eval-mode train loss by {np.median(gap):.3f} nats",
+                    "Both losses are measured the same way (eval mode), so a held-out set that is "
+                    "consistently much easier than the training set usually means it overlaps the "
+                    "training data (leakage) or comes from a different, easier distribution.",
+                    evidence={"median_gap": num(np.median(gap))}, iters=(int(common[h]), int(common[-1])),
+                    recommendations=["re-split the data (prepare.py) and check val.bin does not overlap train.bin"]))
+    epochs = None
+    tpi, tt = run.tokens_per_iter(), run.train_tokens()
+    if tpi and tt and run.last_iter() is not None:
+        epochs = tpi * (run.last_iter() + 1) / tt
+    vocab = run.vocab_size()
+    if len(va) and epochs is not None and epochs <= 1.0 and vocab and vocab >= 1000 and float(np.min(va)) < 1.0:
+        k = int(np.argmin(va))
+        out.append(Finding(
+            "sanity.loss_implausibly_low", "critical",
+            f"val loss {va[k]:.3f} within the first epoch: too good for natural text",
+            "Natural-language text at this vocabulary does not go below ~1.5 nats for models of "
+            "this size after one pass; a loss this low on unseen data means the model sees the "
+            "tokens it predicts: a broken causal attention mask or targets not shifted.",
+            evidence={"min_val": num(va[k]), "iter": int(iv[k]), "epochs": num(epochs)},
+            iters=(int(iv[k]), int(iv[k])),
+            recommendations=["check the causal mask and that targets are inputs shifted by one"]))
+    return out

@@ -1,0 +1,73 @@
+"""Throughput: MFU against the real GPU's peak (and nanoGPT's 312 TFLOPS figure), step-time
+cliffs, eval overhead, ETA."""
+import numpy as np
+
+from diagnose.detectors.common import missing, num, train_series
+from diagnose.findings import Finding
+from facts import NANOGPT_MFU_PEAK, peak_flops_for
+
+
+def detect(run):
+    out = []
+    it, dt = train_series(run, "dt_ms")
+    if len(dt) < 5:
+        return out
+    med = float(np.median(dt))
+    out += mfu(run, med)
+    slow = dt > 5 * med
+    if slow.any() and len(dt) >= 50:
+        # only every log_interval-th step is logged: the unlogged ones ran at the median time
+        excess = float((dt[slow] - med).sum())
+        share = excess / (med * max(1.0, float(it[-1] - it[0])) + excess)
+        out.append(Finding("throughput.eval_overhead", "notice" if share > 0.1 else "info",
+                           f"{int(slow.sum())} slow steps (evals, checkpoints) take {share:.0%} of the time",
+                           "Steps many times the median are the ones with an eval or checkpoint in them.",
+                           evidence={"slow_iters": [int(i) for i in it[slow]][:200], "share": num(share),
+                                     "median_ms": num(med)},
+                           recommendations=["--eval_interval=<2 x now>"] if share > 0.1 else []))
+    normal = dt[~slow]
+    if len(normal) >= 40:
+        q = len(normal) // 4
+        a, b = float(np.median(normal[:q])), float(np.median(normal[-q:]))
+        if b > 1.3 * a:
+            out.append(Finding("throughput.slowdown", "notice", f"steps slowed from {a:.0f} to {b:.0f} ms",
+                               "A step-time cliff: thermal throttling, another process on the GPU, or "
+                               "memory pressure.", evidence={"early_ms": num(a), "late_ms": num(b)}))
+    max_iters = run.config.get("max_iters")
+    if max_iters and it[-1] < max_iters:
+        left = (max_iters - it[-1]) * med / 1000.0
+        out.append(Finding("throughput.eta", "info", f"ETA {left / 3600:.1f} h for {int(max_iters - it[-1])} more iterations",
+                           "At the median step time.", evidence={"eta_s": num(left), "median_ms": num(med)}))
+    return out
+
+
+def mfu(run, med_ms):
+    it, logged = train_series(run, "mfu")
+    device = run.system.get("device_name") or run.system.get("gpu")
+    dtype = run.system.get("dtype") or run.config.get("dtype") or "bfloat16"
+    peak = run.system.get("peak_flops") or peak_flops_for(device, dtype)
+    fpt = run.model.get("flops_per_token")
+    tpi = run.tokens_per_iter()
+    achieved = None
+    if fpt and tpi and med_ms > 0:
+        achieved = float(fpt) * tpi / (med_ms / 1000.0)
+    elif len(logged):
+        m = float(np.median(logged))
+        achieved = (m / 100.0 if m > 1 else m) * NANOGPT_MFU_PEAK
+    if achieved is None:
+        return []
+    ev = {"achieved_flops": num(achieved), "mfu_vs_312tflops": num(achieved / NANOGPT_MFU_PEAK),
+          "device": device, "peak_flops": peak}
+    if not peak:
+        return [Finding("throughput.mfu", "info",
+                        f"MFU {achieved / NANOGPT_MFU_PEAK:.1%} of nanoGPT's 312 TFLOPS (A100) reference",
+                        "nanoGPT divides by an A100's 312 TFLOPS whatever the GPU; the real MFU needs the GPU.",
+                        evidence=ev, missing=missing("device"))]
+    real = achieved / float(peak)
+    ev["mfu_real"] = num(real)
+    return [Finding("throughput.mfu", "notice" if real < 0.15 else "info",
+                    f"MFU {real:.1%} of {device}'s peak ({achieved / NANOGPT_MFU_PEAK:.1%} as nanoGPT reports it)",
+                    f"nanoGPT's mfu divides by 312 TFLOPS (an A100) whatever the GPU; against this GPU's "
+                    f"{float(peak) / 1e12:.0f} TFLOPS the utilisation is {real:.1%}.",
+                    evidence=ev,
+                    recommendations=["--compile=True", "--dtype=bfloat16"] if real < 0.15 else [])]

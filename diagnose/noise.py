@@ -1,0 +1,139 @@
+"""
+The noise model under every threshold: how much a logged loss moves by chance.
+
+- train noise: the robust spread (1.4826 * MAD) of the per-step loss around a
+  rolling-median trend, so trends, warmup and single outliers do not inflate it;
+- eval standard error: the logged *_loss_se, else derived from the train noise and
+  eval_iters, else estimated from the eval curve itself;
+- the smallest change between two evals that the evals can detect, and the
+  eval_iters that would make the val curve readable.
+"""
+import math
+
+import numpy as np
+from scipy.ndimage import median_filter
+
+MAD_TO_SIGMA = 1.4826      # sigma of a normal distribution from its median absolute deviation
+DETECT_Z = 2.0             # a change between two evals counts when above DETECT_Z * se * sqrt(2)
+READABLE_CHANGE = 0.01     # nats: the val curve is readable when a change this small is detectable
+
+
+def finite_series(iters, values):
+    """(iters, values) as float arrays, sorted by iteration, non-finite values dropped."""
+    it = np.asarray(iters, dtype=float)
+    v = np.asarray(values, dtype=float)
+    keep = np.isfinite(it) & np.isfinite(v)
+    it, v = it[keep], v[keep]
+    order = np.argsort(it, kind="stable")
+    return it[order], v[order]
+
+
+def robust_sigma(x):
+    x = np.asarray(x, dtype=float)
+    x = x[np.isfinite(x)]
+    if len(x) == 0:
+        return float("nan")
+    return float(MAD_TO_SIGMA * np.median(np.abs(x - np.median(x))))
+
+
+def rolling_trend(values, window):
+    """Rolling median: a trend that single-step outliers do not move."""
+    window = max(3, int(window) | 1)  # odd
+    if len(values) < window:
+        window = max(1, len(values) | 1) if len(values) > 2 else 1
+    return median_filter(np.asarray(values, dtype=float), size=window, mode="nearest")
+
+
+def trend_window(n):
+    """Points in the rolling window: wide enough to average, narrow enough to follow the curve."""
+    return int(min(101, max(5, n // 50))) | 1
+
+
+def train_noise(iters, losses):
+    """Per-logged-step train noise around a rolling trend.
+
+    Returns {'sigma', 'window', 'trend', 'resid', 'iters'} or None with < 8 points.
+    sigma is the robust spread over the second half of the run (early training moves
+    too fast for any window to follow)."""
+    it, v = finite_series(iters, losses)
+    if len(v) < 8:
+        return None
+    w = trend_window(len(v))
+    trend = rolling_trend(v, w)
+    resid = v - trend
+    half = resid[len(resid) // 2:]
+    sigma = robust_sigma(half)
+    return {"sigma": sigma, "window": w, "trend": trend, "resid": resid, "iters": it, "values": v}
+
+
+def quantization(values):
+    """The rounding step of logged values (0.01 for '1.49'), from their decimals."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if len(v) == 0:
+        return 0.0
+    for decimals in range(0, 7):
+        if np.all(np.abs(v * 10 ** decimals - np.round(v * 10 ** decimals)) < 1e-6):
+            return 10.0 ** -decimals
+    return 0.0
+
+
+def curve_sigma(values):
+    """Noise of a short, smooth-ish curve (evals) from the curve itself.
+
+    Many points: second differences (a locally linear trend cancels; var = 6 sigma^2).
+    Few points: residuals of a cubic in log-iteration index. Floored by rounding."""
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    n = len(v)
+    if n < 5:
+        return float("nan")
+    tail = v[n // 3:] if n >= 12 else v
+    if len(tail) >= 12:
+        d2 = np.diff(tail, 2)
+        sigma = robust_sigma(d2) / math.sqrt(6.0)
+    else:
+        x = np.log1p(np.arange(len(tail), dtype=float))
+        deg = min(3, len(tail) - 3)
+        coef = np.polyfit(x, tail, deg)
+        r = tail - np.polyval(coef, x)
+        sigma = float(np.sqrt(np.sum(r ** 2) / max(1, len(tail) - deg - 1)))
+    q = quantization(v)
+    return float(max(sigma, q / math.sqrt(12.0), 1e-4))
+
+
+def eval_se(run, which="val"):
+    """Standard error of one eval of `which` ('val' or 'train') and where it came from.
+
+    Returns (se, source) with source 'logged', 'train noise and eval_iters', 'eval curve'
+    or (nan, 'unknown')."""
+    col = run.eval.get(f"{which}_loss_se")
+    if col is not None and len(col) and np.isfinite(col).any():
+        return float(np.nanmedian(col[np.isfinite(col)])), "logged"
+    c = run.config
+    eval_iters, accum = c.get("eval_iters"), c.get("gradient_accumulation_steps")
+    tn = train_noise(run.train["iter"], run.train["loss"]) if len(run.train["loss"]) else None
+    if tn and eval_iters and accum and np.isfinite(tn["sigma"]) and tn["sigma"] > 0:
+        # the logged train loss averages `accum` micro-batches; an eval averages `eval_iters` of them
+        per_batch = tn["sigma"] * math.sqrt(float(accum))
+        return per_batch / math.sqrt(float(eval_iters)), "train noise and eval_iters"
+    vals = run.eval.get(f"{which}_loss")
+    if vals is not None:
+        s = curve_sigma(vals)
+        if np.isfinite(s):
+            return s, "eval curve"
+    return float("nan"), "unknown"
+
+
+def min_detectable_change(se):
+    """Smallest difference between two evals that is not chance (DETECT_Z sigma of a difference)."""
+    return DETECT_Z * math.sqrt(2.0) * se
+
+
+def eval_iters_for(se, eval_iters, change=READABLE_CHANGE):
+    """eval_iters that would make `change` nats detectable between two evals (SE falls as 1/sqrt(n))."""
+    if not (se and eval_iters) or not np.isfinite(se):
+        return None
+    target_se = change / (DETECT_Z * math.sqrt(2.0))
+    need = int(math.ceil(eval_iters * (se / target_se) ** 2))
+    return max(1, need)
