@@ -1,0 +1,124 @@
+"""Report rendering (terminal, markdown, JSON) and plots, from hand-made findings."""
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from diagnose import report
+from diagnose.findings import Finding
+from diagnose.parse_jsonl import run_from_records
+
+
+def make_run(n=200, nan_from=None):
+    recs = [{"event": "run", "config": {"batch_size": 4, "block_size": 8, "gradient_accumulation_steps": 1},
+             "data": {"train_tokens": 3200}, "model": {"params": 1000}, "system": {"device_name": "RTX 4070"}}]
+    for i in range(n):
+        loss = 4.0 + 6.0 * math.exp(-i / 30) + 0.05 * math.sin(i)
+        if nan_from is not None and i >= nan_from:
+            loss = float("nan")
+        recs.append({"event": "train", "iter": i, "loss": loss, "lr": 1e-3 * min(1, (i + 1) / 20)})
+        if i % 20 == 0:
+            recs.append({"event": "eval", "iter": i, "train_loss": loss, "val_loss": loss + 0.1 + i / 2000,
+                         "train_loss_se": 0.01, "val_loss_se": 0.02})
+    return run_from_records(recs, "out/metrics.jsonl")
+
+
+def findings():
+    return [
+        Finding("plateau.true", "notice", "flat since 120", "The loss stopped falling.", iters=(120, 199)),
+        Finding("overfit.confirmed", "warning", "overfitting since 100", "Val rises.",
+                evidence={"best_iter": 100, "best_val": np.float64(4.2), "curve": {"a": [1, 2]},
+                          "nan_value": float("nan"), "long": list(range(50))},
+                iters=(100, 199), recommendations=["--max_iters=100", "more unique data"]),
+        Finding("instability.spike", "critical", "2 spikes", "Spikes.", evidence={"spike_iters": [50, 150]}),
+        Finding("data.repetition", "info", "4 epochs", "Repeats.",
+                evidence={"epoch_boundary_iters": [100, 200, 300]}, missing=["train_tokens (give --data DIR)"]),
+        Finding("forecast.final", "info", "final val 4.1", "Forecast.",
+                evidence={"curve": {"iter": [150, 200, 250], "mid": [4.3, 4.2, 4.1], "lo": [4.2, 4.1, 4.0],
+                                    "hi": [4.4, 4.3, 4.2]},
+                          "predicted": 4.1, "lo80": 4.0, "hi80": 4.2, "final_iter": 250}),
+    ]
+
+
+def test_terminal_sorted_by_severity_with_evidence_and_fixes():
+    text = report.render_terminal(make_run(), findings(), colour=False, width=100)
+    order = [text.index(s) for s in ("CRITICAL", "WARNING", "NOTICE", "INFO")]
+    assert order == sorted(order)
+    assert "iterations 0..199: 200 train points, 10 evals" in text
+    assert "tokens/iter 32" in text and "dataset 3200 train tokens" in text
+    assert "try: --max_iters=100" in text and "missing: train_tokens (give --data DIR)" in text
+    assert "best_iter=100" in text and "best_val=4.2" in text and "long=[50 values]" in text
+    assert "curve" not in text  # curves are for plots, not for reading
+    assert "\x1b[" not in text
+    assert "\x1b[1;31mCRITICAL" in report.render_terminal(make_run(), findings(), colour=True)
+
+
+def test_json_is_strict_and_stable():
+    doc = json.loads(report.render_json(make_run(nan_from=190), findings(), plots=["p/loss.png"]))
+    assert doc["schema"] == "diagnose.report/1"
+    assert list(doc) == ["schema", "source", "format", "run", "facts", "worst_severity", "counts", "findings",
+                         "events", "notes", "plots"]
+    assert doc["worst_severity"] == "critical"
+    assert doc["counts"] == {"info": 2, "notice": 1, "warning": 1, "critical": 1}
+    assert [f["severity"] for f in doc["findings"]] == ["critical", "warning", "notice", "info", "info"]
+    f = doc["findings"][1]
+    assert set(f) == {"id", "severity", "title", "explanation", "evidence", "iters", "recommendations", "missing"}
+    assert f["iters"] == [100, 199] and f["evidence"]["nan_value"] is None and f["evidence"]["best_val"] == 4.2
+    run = doc["run"]
+    assert run["last_iter"] == 199 and run["tokens_per_iter"] == 32 and run["nonfinite_train_losses"] == 10
+    assert run["best_val_iter"] == 180 and run["segments"] == [0]
+    assert doc["facts"]["system"]["device_name"] == "RTX 4070" and doc["plots"] == ["p/loss.png"]
+
+
+def test_markdown_has_table_findings_and_plot():
+    md = report.render_markdown(make_run(), findings(), plots=["loss.png"])
+    assert md.startswith("# Diagnosis of `out/metrics.jsonl`")
+    assert "| critical | 1 |" in md and "![loss.png](loss.png)" in md
+    assert "## WARNING: overfitting since 100 (iters 100–199)" in md
+    assert "- `--max_iters=100`" in md and "- more unique data" in md
+
+
+def test_write_atomic_leaves_no_temporary(tmp_path):
+    path = tmp_path / "sub" / "r.md"
+    report.write_atomic(str(path), "hello")
+    assert path.read_text() == "hello" and os.listdir(tmp_path / "sub") == ["r.md"]
+
+
+def test_plot_draws_every_evidence_key(tmp_path):
+    pytest.importorskip("matplotlib")
+    from diagnose import plots
+    paths = plots.plot_run(make_run(nan_from=190), findings(), str(tmp_path))
+    assert paths == [str(tmp_path / "loss.png")]
+    assert os.listdir(tmp_path) == ["loss.png"]
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_findings_or_train_series(tmp_path):
+    from diagnose import plots
+    recs = [{"event": "eval", "iter": i, "val_loss": 3 - i / 1000} for i in range(0, 500, 100)]
+    paths = plots.plot_run(run_from_records(recs, "x"), [], str(tmp_path))
+    assert os.path.getsize(paths[0]) > 1000
+
+
+def test_envelope_keeps_spikes_and_smooth_ignores_nan():
+    from diagnose import plots
+    x = np.arange(10000, dtype=float)
+    y = np.ones(10000)
+    y[5003] = 9.0
+    bx, lo, hi = plots.envelope(x, y, max_points=100)
+    assert len(bx) == 100 and hi.max() == 9.0 and lo.min() == 1.0
+    y = np.full(20, 2.0)
+    y[10], y[15] = np.nan, np.inf
+    assert (plots.smooth(y, 5) == 2.0).all()  # non-finite values neither spread nor leave holes
+    s = plots.smooth(np.arange(20.0), 5)
+    assert s[0] == 0.0 and s[3] == 3.0 and s[12] == 12.0  # narrow at the start, centered after
+
+
+def test_all_nan_log_says_nothing_usable():
+    run = make_run(n=40, nan_from=0)
+    text = report.render_terminal(run, [], width=200)
+    assert "no finite loss anywhere in the log (42 values" in text
+    assert report.to_json(run, [])["run"]["no_finite_loss"] is True
+    assert report.to_json(make_run(), [])["run"]["no_finite_loss"] is False
