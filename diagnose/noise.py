@@ -16,6 +16,7 @@ from scipy.ndimage import median_filter
 MAD_TO_SIGMA = 1.4826      # sigma of a normal distribution from its median absolute deviation
 DETECT_Z = 2.0             # a change between two evals counts when above DETECT_Z * se * sqrt(2)
 READABLE_CHANGE = 0.01     # nats: the val curve is readable when a change this small is detectable
+MAX_EVAL_ITERS_FACTOR = 10  # advise at most this many times the current eval_iters: evals cost time too
 
 
 def finite_series(iters, values):

@@ -96,3 +96,141 @@ def test_evidence_is_json_and_sorted_by_severity():
         json.dumps([f.to_dict() for f in fs], allow_nan=False)
         ranks = [SEVERITIES.index(f.severity) for f in fs]
         assert ranks == sorted(ranks, reverse=True)
+
+
+# --- verdicts that real train.py runs got wrong (tests/test_real_runs.py), on synthetic curves ---
+
+def _with_tokens(run, tpi):
+    """The train/eval records' `tokens` as train.py logs them: after step N (train), before it (eval)."""
+    run.train["tokens"] = (run.train["iter"] + 1) * tpi
+    if len(run.eval["iter"]):
+        run.eval["tokens"] = run.eval["iter"] * tpi
+    return run
+
+
+def test_epochs_count_iterations_completed_not_last_plus_one():
+    from diagnose.detectors.common import iters_done, tokens_seen
+    # train records 0..199 and a final eval at 200 (before step 200): 200 iterations done
+    run = curves.make_run(np.full(200, 3.0), [0, 100, 200], [3.0, 3.0, 3.0],
+                          config={"batch_size": 8, "block_size": 64, "gradient_accumulation_steps": 1},
+                          data={"train_tokens": 2048})
+    assert iters_done(run) == 200 and tokens_seen(run) == (200 * 512, "iterations x tokens per iteration")
+    rep = [f for f in repetition.detect(run) if f.id == "data.repetition"][0]
+    assert rep.evidence["epochs"] == 50.0 and rep.evidence["tokens_seen"] == 102400
+    # the logged count wins over iterations x tokens per iteration
+    _with_tokens(run, 256)
+    assert tokens_seen(run) == (200 * 256, "logged")
+    assert [f for f in repetition.detect(run) if f.id == "data.repetition"][0].evidence["epochs"] == 25.0
+    fact = sanity.facts(run)
+    assert fact.evidence["tokens_seen"] == 200 * 256 and fact.title.startswith("200 iterations")
+
+
+def _diverging(seed, n=100, at=2, level=300.0, spread=150.0):
+    """ln(vocab=100)-ish start, then from `at` on a loss of `level` +- `spread` for the rest of the run."""
+    rng = np.random.default_rng(seed)
+    loss = curves.power_law(np.arange(n), L0=2.0, A=20.0)
+    loss[at:] = level + rng.normal(0, spread, n - at).clip(-0.9 * level)
+    return curves.make_run(loss, lr=np.full(n, 10.0), config={"lr_schedule": "constant", "max_iters": n})
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_divergence_is_not_swallowed_by_the_noise_of_the_diverged_part(seed):
+    run = _diverging(seed)
+    fs = instability.detect(run)
+    div = [f for f in fs if f.id == "instability.divergence"]
+    assert len(div) == 1 and div[0].severity == "critical" and div[0].evidence["above_initial_loss"]
+    assert div[0].evidence["min_iter"] == 0 and div[0].evidence["end_trend"] > 100
+    # nothing downstream reads the diverged curve as a curve
+    found = run_all(run)
+    fc = [f for f in found if f.id == "forecast.final"][0]
+    assert fc.title == "no forecast: the run diverged" and "predicted" not in fc.evidence
+    assert not [f for f in found if f.id.startswith("plateau")]
+    assert not [f for f in found if f.id == "instability.val_bump"]
+
+
+def test_short_diverged_run_is_caught():
+    loss = np.r_[4.6, 1e7, np.full(10, 1.7e9)]     # 12 logged steps, as lr=1000 gives
+    div = [f for f in instability.detect(curves.make_run(loss)) if f.id == "instability.divergence"]
+    assert len(div) == 1 and div[0].evidence["min_iter"] == 0
+
+
+def _excursion(seed, n=150, start=5, length=25, height=10.0):
+    rng = np.random.default_rng(seed)
+    loss = curves.power_law(np.arange(n), L0=2.0, A=8.0) + rng.normal(0, 0.1, n)
+    loss[start:start + length] += height + rng.normal(0, 2.0, length)
+    return curves.make_run(loss, lr=np.full(n, 1.0))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_long_excursion_that_recovers_is_a_spike_not_blips(seed):
+    run = _excursion(seed)
+    fs = instability.detect(run)
+    spike = [f for f in fs if f.id == "instability.spike"]
+    assert len(spike) == 1 and spike[0].severity == "warning", [(f.id, f.title) for f in fs]
+    ev = spike[0].evidence
+    assert ev["spike_iters"] == [pytest.approx(5, abs=3)] and ev["recovered"] == [True]
+    assert 20 <= ev["recovery_steps"][0] <= 32 and ev["peaks"][0] > 12 and ev["above_initial_loss"] == [True]
+    assert "diverged" in spike[0].title and "recovered" in spike[0].title
+    assert not [f for f in fs if f.id == "instability.divergence"]
+    blips = [f for f in fs if f.id == "instability.blips"]
+    assert not blips or not [i for i in blips[0].evidence["blip_iters"] if 0 <= i <= 35]
+
+
+def test_plateau_after_a_spike_is_routed_to_the_lr():
+    run = _excursion(0)
+    run.train["loss"][60:] = 3.3 + np.random.default_rng(0).normal(0, 0.1, 90)   # then stuck
+    fs = plateau.detect(run)
+    assert [f.id for f in fs] == ["plateau.after_instability"] and fs[0].severity == "notice"
+    assert fs[0].recommendations[0] == "--learning_rate=<0.3 x now>"
+
+
+def test_grad_norm_and_train_py_records_say_nonfinite():
+    loss = np.r_[4.6, 1e7, np.full(10, 1.7e9)]
+    grad = np.r_[1.4, 1e15, np.full(10, np.inf)]
+    run = curves.make_run(loss, grad_norm=grad)
+    run.events = ([{"event": "warning", "iter": i, "id": "nonfinite", "message": "..."} for i in range(2, 12)]
+                  + [{"event": "end", "iter": 12, "reason": "nonfinite"}])
+    f = sanity.nonfinite(run)
+    assert len(f) == 1 and f[0].severity == "critical" and f[0].evidence["series"] == "grad norm"
+    assert f[0].evidence["first_iter"] == 2 and f[0].evidence["count"] == 10
+    assert f[0].evidence["skipped_updates"] == 10 and f[0].evidence["stopped_by_train"]
+    assert f[0].evidence["last_finite_loss"] == 1e7
+    # train.py's records alone (a log without grad norms) are enough
+    run.train["grad_norm"][:] = np.nan
+    assert sanity.nonfinite(run)[0].evidence["first_iter"] == 2
+    # an fp16 overflow is the scaler's business, not divergence
+    fp16 = curves.make_run(curves.power_law(np.arange(50)), grad_norm=np.r_[np.full(25, 1.0), np.inf, np.full(24, 1.0)])
+    fp16.train["grad_scale"] = np.full(50, 65536.0)
+    assert sanity.nonfinite(fp16) == []
+
+
+def _converging(seed, flat_from, n=6000, se=0.003):
+    """Val falls linearly until flat_from x n, then exactly flat; a cosine run that finished."""
+    rng = np.random.default_rng(seed)
+    ev = np.arange(0, n + 1, 100)
+    shape = lambda x: 3.0 + 3e-4 * np.maximum(0, flat_from * n - x)  # noqa: E731
+    val = shape(ev) + rng.normal(0, se, len(ev))
+    train = shape(np.arange(n + 1)) + rng.normal(0, 0.03, n + 1)
+    return curves.make_run(train, ev, val, val - 0.01, val_se=se, config={"max_iters": n, "lr_decay_iters": n})
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_flat_at_the_end_of_a_finished_decay_is_convergence_not_a_plateau(seed):
+    fs = plateau.detect(_converging(seed, flat_from=0.75))
+    assert [(f.id, f.severity) for f in fs] == [("plateau.converged", "info")]
+    assert any("--max_iters" in r for r in fs[0].recommendations)
+    # flat for most of the decay: compute wasted on a real plateau
+    fs = plateau.detect(_converging(seed, flat_from=0.4))
+    assert [(f.id, f.severity) for f in fs] == [("plateau.true", "warning")]
+
+
+def test_eval_iters_advice_is_capped_and_skipped_on_a_diverged_run():
+    from diagnose.detectors import noise_model
+    run = curves.healthy(0, se=0.05)          # 0.01 nats would need 40000 eval batches
+    f = noise_model.detect(run)[0]
+    assert f.evidence["eval_iters_needed"] > 10 * 200 and f.recommendations == ["--eval_iters=2000"]
+    assert "cannot beat" in f.explanation
+    run = _diverging(0)
+    run.eval = curves.healthy(0, se=5.0).eval
+    f = noise_model.detect(run)[0]
+    assert f.recommendations == [] and f.evidence["eval_iters_needed"] is None and "diverged" in f.explanation

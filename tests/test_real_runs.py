@@ -5,8 +5,7 @@
 - healthy:  200k tokens, < 1 epoch                    -> nothing about overfitting or instability;
 - diverge:  learning_rate 1 / 10 / 1000, grad_clip=0  -> divergence or non-finite, warning or worse.
 
-Each run is made once per module (about 40 s for all on one core). Verdicts that are wrong today
-are xfail(strict=True) with the cause in the reason, so they flip to failures once fixed.
+Each run is made once per module (about 40 s for all on one core).
 """
 import os
 
@@ -102,11 +101,6 @@ def test_overfit_run_repetition_finding(overfit):
     assert rep[0].evidence["epochs"] > 1
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "diagnose/detectors/repetition.py detect(): epochs = tpi * (last + 1) / train_tokens counts one "
-    "iteration too many when the last record is an eval (eval N runs before step N: tokens = N * tpi): "
-    "200 iterations x 512 / 2048 = 50.0 epochs, reported 50.25 (tokens_seen 102912, logged 102400). "
-    "Use the logged tokens (common.tokens_seen(run, last) / the last record's 'epoch') when present"))
 def test_overfit_run_epochs_are_tokens_seen_over_train_tokens(overfit):
     end = h.events(overfit["records"], "eval")[-1]
     assert end["tokens"] == 200 * TOKENS_PER_ITER and end["epoch"] == 50.0
@@ -166,29 +160,7 @@ def _divergence_alarms(findings):
     return [f for f in h.at_least(findings, "warning") if f.id.startswith(("instability", "sanity.nonfinite"))]
 
 
-@pytest.mark.parametrize("lr", [
-    pytest.param(1.0, marks=pytest.mark.xfail(strict=True, reason=(
-        "diagnose/detectors/instability.py: lr=1 sends the loss 5.76 -> 20.1 (iter 12), above 10 until "
-        "iter ~27, then it settles at ~3.3 (no better than unigram); live said 'critical: diverging' at "
-        "eval 25 but the full report has only instability.blips (info: 6 'benign' blips). spikes(): the "
-        "rolling-median trend (window 5) follows a 25-step excursion and _local_sigma() is inflated by "
-        "the excursion itself, so it is cut into blips; divergence() only compares the end with the "
-        "minimum. Report an excursion whose trend rises >> noise and stays up > BLIP_STEPS as "
-        "instability.spike (or a 'diverged and recovered' finding)"))),
-    pytest.param(10.0, marks=pytest.mark.xfail(strict=True, reason=(
-        "diagnose/detectors/instability.py divergence(): lr=10 takes the loss from 5.76 (iter 0) to "
-        "~150-700 for the whole run (final val 427.7), yet no finding above notice: the threshold "
-        "max(0.5, 10 * sigma) uses train_noise's sigma, measured over the run's second half, which is "
-        "all diverged (sigma 126.6 nats), so a 200-nat rise is 'within noise'. Measure sigma before "
-        "the minimum (or the rise against the init loss ln(vocab)=5.55), and flag any end trend above "
-        "the initial loss"))),
-    pytest.param(1000.0, marks=pytest.mark.xfail(strict=True, reason=(
-        "diagnose/detectors/sanity.py nonfinite() checks only the loss; lr=1000 gives a finite loss "
-        "(1.7e9) but grad_norm=inf on iters 2-11, train.py skipped those 10 updates and ended with "
-        "reason 'nonfinite' (exit 2), yet no finding above notice (instability.divergence needs >= 20 "
-        "train points, 12 here). Check grad_norm too and read the 'end' reason / 'nonfinite' warning "
-        "records (run.events), which no detector uses"))),
-])
+@pytest.mark.parametrize("lr", [1.0, 10.0, 1000.0])
 def test_divergence_is_diagnosed(diverged, lr):
     r = diverged(lr)
     assert _divergence_alarms(r["findings"]), h.summary(r["findings"])

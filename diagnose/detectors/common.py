@@ -65,15 +65,50 @@ def lr_now_and_peak(run, it):
     return float(lr[max(0, k)]), float(np.max(lr))
 
 
-def tokens_seen(run, it):
-    """Tokens seen by iteration `it`: the logged count, else iterations x tokens per iteration."""
-    i, tok = train_series(run, "tokens")
-    if len(tok):
-        k = int(np.searchsorted(i, it, side="right")) - 1
-        if k >= 0:
-            return float(tok[k])
-    tpi = run.tokens_per_iter()
-    return float(it + 1) * tpi if tpi else None
+def iters_done(run):
+    """Iterations completed by the end of the log. A train record of iteration N is written
+    after step N (N + 1 done); an eval of iteration N runs before step N (N done)."""
+    ends = []
+    for table, extra in ((run.train, 1), (run.eval, 0)):
+        it = np.asarray(table["iter"], float)
+        it = it[np.isfinite(it)]
+        if len(it):
+            ends.append(int(it.max()) + extra)
+    return max(ends) if ends else None
+
+
+def tokens_seen(run):
+    """(tokens seen by the end of the log, where the number comes from) or (None, None):
+    the logged count of the latest record that has one (plus tokens per iteration for any
+    iterations logged after it), else iterations completed x tokens per iteration."""
+    done, tpi = iters_done(run), run.tokens_per_iter()
+    best = None   # (iterations done at that record, tokens)
+    for table, extra in ((run.train, 1), (run.eval, 0)):
+        it, tok = finite_series(table["iter"], table["tokens"])
+        if len(tok) and (best is None or it[-1] + extra > best[0]):
+            best = (int(it[-1]) + extra, float(tok[-1]))
+    if best is not None and (best[0] == done or not tpi):
+        return best[1], "logged"
+    if best is not None:
+        return best[1] + (done - best[0]) * tpi, "logged"
+    if tpi and done is not None:
+        return float(done * tpi), "iterations x tokens per iteration"
+    return None, None
+
+
+def epochs_seen(run):
+    """Epochs over the training data by the end of the log: tokens seen / train_tokens,
+    else the logged epoch column (some logs only count whole epochs); None when unknown."""
+    seen, _ = tokens_seen(run)
+    tt = run.train_tokens()
+    if seen is not None and tt:
+        return seen / tt
+    ends = []
+    for table in (run.train, run.eval):
+        it, ep = finite_series(table["iter"], table["epoch"])
+        if len(ep):
+            ends.append((it[-1], float(ep[-1])))
+    return max(ends)[1] if ends else None
 
 
 def num(x, digits=4):

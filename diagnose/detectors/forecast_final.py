@@ -2,6 +2,7 @@
 import numpy as np
 
 from diagnose.detectors.common import eval_series, missing, num, schedule_known, train_series
+from diagnose.detectors.instability import diverged
 from diagnose.findings import Finding
 from diagnose.forecast import forecast, lr_per_step, predict_with
 from diagnose.noise import eval_se
@@ -12,6 +13,11 @@ def detect(run):
         return [Finding("forecast.final", "info", "no forecast: the LR schedule is unknown",
                         "The forecast fits loss against the LR schedule, so it needs the config.",
                         missing=missing("config"))]
+    why = diverged(run)
+    if why:
+        return [Finding("forecast.final", "info", "no forecast: the run diverged",
+                        f"The forecast fits a converging loss curve; this one diverged ({why}), so "
+                        "there is nothing to extrapolate: fix the divergence first.")]
     from facts import lr_from_config
     c = dict(run.config)
     end = int(c["max_iters"])

@@ -1,6 +1,8 @@
 """Instability: blips (one-step outliers that recover at once, counted only), spikes
-(persist or recover slowly), divergence, grad-norm precursors, clipping, fp16 loss-scale
-collapses, and val bumps beyond noise."""
+(persist or recover slowly, including long excursions of the trend that come back),
+divergence, grad-norm precursors, clipping, fp16 loss-scale collapses, and val bumps beyond noise."""
+import math
+
 import numpy as np
 
 from diagnose.detectors.common import eval_series, num, train_series
@@ -10,22 +12,56 @@ from diagnose.noise import eval_se, robust_sigma, train_noise
 OUTLIER_Z = 6.0       # residual above trend, in robust sigmas
 BLIP_STEPS = 3        # back within noise after at most this many logged steps: a blip
 MIN_BUMP = 0.01       # nats: a val bump smaller than this is not worth a word, however exact the evals
+MIN_EXCURSION = 0.25  # nats: a trend this far above its best so far, for longer than a blip, is an excursion
+MIN_RISE = 0.5        # nats: the least rise of the trend that counts as divergence
+ABOVE_INIT = 0.5      # nats: ending this far above where the log started is divergence, whatever the noise
 
 
 def detect(run):
     out = []
     it, v = train_series(run)
     tn = train_noise(it, v)
-    if tn is not None and np.isfinite(tn["sigma"]) and tn["sigma"] > 0:
-        out += spikes(run, tn)
-        out += divergence(run, tn)
+    if tn is not None and np.isfinite(tn["sigma"]):
+        div = divergence(run, tn)
+        out += spikes(run, tn, diverged=bool(div)) if tn["sigma"] > 0 else []
+        out += div
     out += clipping(run)
     out += loss_scale(run)
-    out += val_bumps(run)
+    if not any(f.id == "instability.divergence" for f in out):   # a diverged run's val moves are the divergence
+        spans = [(a, b) for f in out if f.id == "instability.spike"
+                 for a, b in zip(f.evidence["spike_iters"], f.evidence["end_iters"])]
+        out += val_bumps(run, spans)
     return out
 
 
-def spikes(run, tn):
+def unstable(run):
+    """The divergence and spike findings of this run (what other detectors route to the LR)."""
+    it, v = train_series(run)
+    tn = train_noise(it, v)
+    if tn is None or not np.isfinite(tn["sigma"]):
+        return []
+    div = divergence(run, tn)
+    if div or not tn["sigma"] > 0:
+        return div
+    return [f for f in spikes(run, tn) if f.id == "instability.spike"]
+
+
+def diverged(run):
+    """Why the run counts as diverged, in a few words, or None: a loss trend that rose far
+    beyond noise (or above where it started), or NaN/Inf it never recovered from."""
+    from diagnose.detectors.sanity import nonfinite
+    for f in nonfinite(run):
+        if f.evidence["recovered"] is not True or f.evidence["stopped_by_train"]:
+            return f.title
+    it, v = train_series(run)
+    tn = train_noise(it, v)
+    if tn is None or not np.isfinite(tn["sigma"]):
+        return None
+    div = divergence(run, tn)
+    return div[0].title if div else None
+
+
+def spikes(run, tn, diverged=False):
     it, v, trend, r, s = tn["iters"], tn["values"], tn["trend"], tn["resid"], tn["sigma"]
     # sigma from the whole run's second half underestimates early noise: use a local scale too
     local = np.maximum(s, _local_sigma(r, tn["window"]))
@@ -42,6 +78,18 @@ def spikes(run, tn):
         (blips if steps <= BLIP_STEPS else spikes_).append((k, j))
         while i < len(out_idx) and out_idx[i] <= j:
             i += 1
+    # the rolling trend follows an excursion longer than its window, and the excursion inflates
+    # the local sigma: find those against the best trend so far, which does not follow them up
+    recovered = {}
+    for a, b, rec in excursions(tn):
+        if not rec and diverged:
+            continue                     # the divergence finding says it
+        if any(k <= b and j >= a for k, j in spikes_):
+            continue                     # already a spike
+        blips = [(k, j) for k, j in blips if not a - tn["window"] <= k <= b]
+        spikes_.append((a, b))
+        recovered[a] = rec
+    spikes_.sort()
     found = []
     gblips = grad_blips(run)
     if blips or gblips:
@@ -57,20 +105,57 @@ def spikes(run, tn):
     if spikes_:
         gn_i, gn = train_series(run, "grad_norm")
         led = _grad_led(gn_i, gn, [it[k] for k, _ in spikes_])
-        peaks = [num(v[k:j + 1].max()) for k, j in spikes_]
-        rec = [int(it[j] - it[k]) for k, j in spikes_]
+        peaks = [float(v[k:j + 1].max()) for k, j in spikes_]
+        rec = [bool(recovered.get(k, True)) for k, _ in spikes_]
+        steps = [int(it[j] - it[k]) if ok else None for (k, j), ok in zip(spikes_, rec)]
+        init = initial_loss(run, v)
+        above = [p > init + ABOVE_INIT for p in peaks]
+        worst = int(np.argmax(peaks))
+        k0, j0 = spikes_[worst]
+        title = f"{len(spikes_)} loss spike(s) that took more than {BLIP_STEPS} logged steps to recover"
+        if above[worst]:
+            title = (f"loss diverged to {peaks[worst]:.3g} (above the initial {init:.3g}) at iteration "
+                     f"{int(it[k0])} and " + (f"recovered after {steps[worst]} iterations" if rec[worst]
+                                              else "had not recovered by the end of the log"))
+            if len(spikes_) > 1:
+                title += f"; {len(spikes_)} spikes in all"
         found.append(Finding(
-            "instability.spike", "warning",
-            f"{len(spikes_)} loss spike(s) that took more than {BLIP_STEPS} logged steps to recover",
+            "instability.spike", "warning", title,
             "The loss jumped well beyond its noise and stayed up: the update, not the batch, "
             "moved the weights somewhere worse. Repeated spikes mean the LR is too high for the "
             "current state (or the batch too small)."
+            + (" The worst went above the loss the run started from: the model was wrecked and "
+               "relearned from scratch, so the steps before it were wasted." if above[worst] else "")
             + (" The grad norm rose before them." if led else ""),
-            evidence={"spike_iters": [int(it[k]) for k, _ in spikes_], "peaks": peaks, "recovery_steps": rec,
+            evidence={"spike_iters": [int(it[k]) for k, _ in spikes_], "peaks": [num(p) for p in peaks],
+                      "recovery_steps": steps, "recovered": rec, "end_iters": [int(it[j]) for _, j in spikes_],
+                      "above_initial_loss": above, "initial_loss": num(init),
                       "grad_norm_led": led, "sigma": num(s)},
             iters=(int(it[spikes_[0][0]]), int(it[spikes_[-1][1]])),
-            recommendations=["--learning_rate=<0.7 x now>", "--grad_clip=1.0", "--warmup_iters=<2 x now>"]))
+            recommendations=["--learning_rate=<0.7 x now>" if not any(above) else "--learning_rate=<0.3 x now>",
+                             "--grad_clip=1.0", "--warmup_iters=<2 x now>"]))
     return found
+
+
+def excursions(tn):
+    """(first, last, recovered) index ranges where the loss trend stands more than
+    max(OUTLIER_Z sigma, MIN_EXCURSION) above its best so far for longer than BLIP_STEPS."""
+    trend, s = tn["trend"], tn["sigma"]
+    thr = max(OUTLIER_Z * s, MIN_EXCURSION)
+    up = trend - np.minimum.accumulate(trend) > thr
+    edges = np.flatnonzero(np.diff(np.r_[0, up.astype(int), 0]))
+    out = []
+    for a, b in zip(edges[::2], edges[1::2]):     # up[a:b] is one stretch
+        if out and a - out[-1][1] <= 2 * tn["window"]:
+            a = out.pop()[0]                      # back down for a moment only: the same excursion
+        out.append((int(a), int(b - 1)))
+    return [(a, b, bool(b + 1 < len(trend))) for a, b in out if b - a + 1 > BLIP_STEPS]
+
+
+def initial_loss(run, v):
+    """Where the log starts: its first loss, at least ln(vocab) (the loss of a uniform guess)."""
+    vocab = run.vocab_size()
+    return max(float(v[0]), math.log(vocab)) if vocab else float(v[0])
 
 
 def grad_blips(run):
@@ -118,19 +203,33 @@ def _grad_led(gi, g, spike_iters):
 
 
 def divergence(run, tn):
-    it, trend, s = tn["iters"], tn["trend"], tn["sigma"]
+    """The loss trend ends far above its minimum (measured against the noise before that
+    minimum, not the diverged part's) or above where the run started."""
+    it, trend, r = tn["iters"], tn["trend"], tn["resid"]
     n = len(trend)
-    if n < 20:
+    tail = max(3, n // 20)
+    if n < tail + 5:
         return []
-    k = int(np.argmin(trend[: n - max(3, n // 20)]))
-    end = float(np.median(trend[-max(3, n // 20):]))
+    k = int(np.argmin(trend[: n - tail]))
+    end = float(np.median(trend[-tail:]))
     rise = end - float(trend[k])
-    if rise < max(0.5, 10 * s):
+    healthy = r[k // 2: k + 1]
+    s = robust_sigma(healthy) if len(healthy) >= 8 else None
+    thr = max(MIN_RISE, 10 * (s if s is not None else tn["sigma"]))
+    init = initial_loss(run, tn["values"])
+    above = end > init + ABOVE_INIT
+    if rise < thr and not above:
         return []
-    return [Finding("instability.divergence", "critical",
-                    f"diverging: loss trend up {rise:.2f} nats from its minimum at {int(it[k])}",
-                    "The loss trend rose far beyond noise and did not come back: training diverged.",
-                    evidence={"min_iter": int(it[k]), "min_trend": num(trend[k]), "end_trend": num(end)},
+    title = f"diverging: loss trend up {rise:.3g} nats from its minimum at {int(it[k])}"
+    if above:
+        title += f", ending at {end:.3g}, above the initial loss {init:.3g}"
+    return [Finding("instability.divergence", "critical", title,
+                    "The loss trend rose far beyond noise and did not come back: training diverged."
+                    + (" It ends above the loss the run started from: the model is worse than at "
+                       "initialisation, so nothing it learned survives." if above else ""),
+                    evidence={"min_iter": int(it[k]), "min_trend": num(trend[k]), "end_trend": num(end),
+                              "rise": num(rise), "threshold": num(thr), "sigma_before_min": num(s),
+                              "initial_loss": num(init), "above_initial_loss": bool(above)},
                     iters=(int(it[k]), int(it[-1])),
                     recommendations=["--learning_rate=<half of now>", "--grad_clip=1.0",
                                      "resume from a checkpoint before the rise"])]
@@ -171,7 +270,8 @@ def loss_scale(run):
                     iters=(int(si[k]), int(si[k])), recommendations=["--dtype=bfloat16"])]
 
 
-def val_bumps(run):
+def val_bumps(run, spans=()):
+    """Val rises beyond eval noise that the next eval undoes, outside the loss spikes in `spans`."""
     iv, vv = eval_series(run)
     if len(vv) < 5:
         return []
@@ -183,6 +283,7 @@ def val_bumps(run):
     back = vv[1:-1] - vv[2:]
     thr = max(3 * se * np.sqrt(2.0), MIN_BUMP)
     idx = np.flatnonzero((rise > thr) & (back > thr / 2)) + 1
+    idx = np.array([i for i in idx if not any(a <= iv[i] <= b for a, b in spans)], dtype=int)
     mid = np.r_[rise, 0.0]
     if len(idx) == 0:
         return []

@@ -3,8 +3,9 @@ import numpy as np
 
 from diagnose.detectors.common import eval_series, num, train_series
 from diagnose.findings import Finding
-from diagnose.noise import (READABLE_CHANGE, eval_iters_for, eval_se, min_detectable_change,
-                            train_noise)
+from diagnose.detectors.instability import diverged
+from diagnose.noise import (MAX_EVAL_ITERS_FACTOR, READABLE_CHANGE, eval_iters_for, eval_se,
+                            min_detectable_change, train_noise)
 
 
 def detect(run):
@@ -33,10 +34,24 @@ def detect(run):
     recs = []
     sev = "info"
     iv, vv = eval_series(run)
-    if need and eval_iters and need > eval_iters and mdc > READABLE_CHANGE:
-        recs.append(f"--eval_iters={need}")
-        expl += (f" To see a {READABLE_CHANGE} nat change, evals need eval_iters={need} "
-                 f"(SE falls as 1/sqrt(eval_iters)).")
+    why = diverged(run)
+    if why and need and eval_iters and need > eval_iters:
+        ev["eval_iters_needed"] = None
+        expl += (f" The run diverged ({why}): its eval noise is the divergence, not sampling, "
+                 "so no eval_iters advice.")
+    elif need and eval_iters and need > eval_iters and mdc > READABLE_CHANGE:
+        cap = MAX_EVAL_ITERS_FACTOR * int(eval_iters)
+        if need <= cap:
+            recs.append(f"--eval_iters={need}")
+            expl += (f" To see a {READABLE_CHANGE} nat change, evals need eval_iters={need} "
+                     f"(SE falls as 1/sqrt(eval_iters)).")
+        else:
+            recs.append(f"--eval_iters={cap}")
+            expl += (f" A {READABLE_CHANGE} nat change would need eval_iters={need}, more than "
+                     f"{MAX_EVAL_ITERS_FACTOR}x now: more eval batches cannot beat noise this large at a "
+                     f"sane cost. --eval_iters={cap} brings the detectable change down to "
+                     f"{mdc / MAX_EVAL_ITERS_FACTOR ** 0.5:.4f}; judge progress over several evals "
+                     "(a fitted trend), not between two.")
         # noisy enough to hide the recent progress: worth a notice
         if len(vv) >= 4 and abs(vv[-1] - vv[len(vv) * 3 // 4]) < mdc:
             sev = "notice"

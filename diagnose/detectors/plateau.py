@@ -2,17 +2,21 @@
 
 A curve flat within noise while the LR is still near its peak is not a plateau: the decay
 still buys loss (suggest a cooldown, not a stop). Flat with the LR already low is a true
-plateau, which routes to data (epochs) or capacity (tokens per parameter).
+plateau, which routes to data (epochs) or capacity (tokens per parameter); flat only over the
+last stretch of a finished decay is convergence, expected and info. A run that spiked or
+diverged is flat because of its LR, so there the verdict routes to the LR instead.
 """
 import numpy as np
 
-from diagnose.detectors.common import eval_series, lr_now_and_peak, num, train_series
+from diagnose.detectors.common import eval_series, iters_done, lr_now_and_peak, num, train_series
+from diagnose.detectors.instability import unstable
 from diagnose.findings import Finding
 from diagnose.noise import eval_se, min_detectable_change, train_noise
 
 WINDOW = 0.25        # the last quarter of the iterations seen
 LR_HIGH = 0.5        # LR above this share of its peak is 'still near peak'
 SHORT = 0.3          # flat for less than this share of the iterations seen: only flattening
+LR_FLOOR = 0.2       # LR at or below this share of its peak: the decay is (nearly) done
 
 
 def curve(run):
@@ -51,28 +55,36 @@ def detect(run):
         w = np.zeros(len(it), bool)
         w[-4:] = True
     x, y = it[w], v[w]
-    xc = x - x.mean()
-    slope = float(np.sum(xc * (y - y.mean())) / np.sum(xc ** 2))
-    width = float(x[-1] - x[0])
-    drop = -slope * width                          # fall over the window, from the fit
-    resid = y - (y.mean() + slope * xc)
-    sigma = max(se, float(np.std(resid, ddof=2)) if len(y) > 3 else se)
-    drop_se = sigma * width / np.sqrt(np.sum(xc ** 2))
+    drop, drop_se, _ = fitted_drop(x, y, se)
     mdc = min_detectable_change(se)
     ev = {"curve": name, "window_iters": [int(x[0]), int(x[-1])], "drop_in_window": num(drop),
           "drop_se": num(drop_se), "min_detectable_change": num(mdc), "se": num(se)}
     lr_now, peak = lr_now_and_peak(run, it[-1])
     ratio = lr_now / peak if lr_now is not None and peak else None
     ev["lr_now"], ev["lr_peak"], ev["lr_ratio"] = num(lr_now, 8), num(peak, 8), num(ratio)
-    if drop > 2 * drop_se and drop > mdc:
+    if significant(drop, drop_se, mdc):
         return [Finding("plateau.none", "info",
                         f"still improving: {name} fell {drop:.3f} nats over iterations {int(x[0])}-{int(x[-1])}",
                         f"The fitted fall over the last quarter ({drop:.3f} nats) is {drop / max(drop_se, 1e-12):.1f} "
                         "times its standard error: not a plateau. Keep going; the forecast says where it ends.",
                         evidence=ev, iters=(int(x[0]), int(x[-1])))]
-    onset = plateau_onset(it, v, mdc)
+    onset = flat_since(it, v, se, plateau_onset(it, v, mdc))
     ev["onset_iter"] = int(onset)
+    ev["flat_share"] = num((it[-1] - onset) / span) if span > 0 else None
     region = (int(onset), int(it[-1]))
+    trouble = unstable(run)
+    if trouble:
+        if any(f.id == "instability.divergence" for f in trouble):
+            return []              # a diverged run has no plateau to read: the divergence says it all
+        return [Finding(
+            "plateau.after_instability", "notice",
+            f"{name} flat within noise since ~{int(onset)}, after a loss spike: the LR, not data or capacity, is the limit",
+            f"The loss stopped falling after the run spiked ({trouble[0].title}). The LR that caused it"
+            + (f" is still {ratio:.0%} of its peak" if ratio is not None else " is still in force")
+            + ": the flat stretch is most likely the optimizer bouncing at too high a step size rather "
+            "than the model or the data running out. Lower the LR before reading anything into this level.",
+            evidence=ev, iters=region,
+            recommendations=["--learning_rate=<0.3 x now>", "--grad_clip=1.0", "--warmup_iters=<2 x now>"])]
     if ratio is not None and ratio >= LR_HIGH:
         return [Finding(
             "plateau.lr_high", "notice",
@@ -84,6 +96,21 @@ def detect(run):
             evidence=ev, iters=region,
             recommendations=["--lr_schedule=wsd", "--decay_frac=0.2", "--min_lr=<learning_rate/10>"])]
     if it[-1] - onset < SHORT * span:
+        max_iters = run.config.get("max_iters")
+        finished = not max_iters or (iters_done(run) or 0) >= int(max_iters)
+        if ratio is not None and ratio <= LR_FLOOR and finished:
+            return [Finding(
+                "plateau.converged", "info",
+                f"{name} converged at the LR floor: flat within noise for the last {int(it[-1] - onset)} "
+                f"iterations, as the decay ended",
+                "A loss that flattens while the LR decays to its floor at the end of the schedule is what "
+                "convergence looks like, not a problem: this run got what its schedule could give. "
+                "More loss needs a longer schedule (see forecast.final's what-if), more unique data "
+                "(see data.repetition) or more capacity (see capacity.*).",
+                evidence=ev, iters=region,
+                recommendations=["a longer schedule: --max_iters=<2 x now> --lr_decay_iters=<2 x now>",
+                                 "more unique data (--dataset=...)",
+                                 "a larger model (--n_layer / --n_embd, see capacity)"])]
         return [Finding("plateau.flattening", "info",
                         f"{name} flattening since ~{int(onset)}: the last {int(it[-1] - onset)} iterations are within noise",
                         "A curve flattens as it converges; too short a stretch to call a plateau yet.",
@@ -97,12 +124,38 @@ def detect(run):
     return [Finding(
         "plateau.true", "warning",
         f"plateau: {name} flat within noise since ~{int(onset)} with the LR down to {ratio:.0%} of peak",
-        "The loss no longer falls beyond noise and the LR has already decayed, so more steps of "
-        "this run will not buy much. What limits it is the data (see data.repetition: repeated "
-        "epochs are worth less) or the model's capacity (see capacity.*).",
+        f"The loss has not fallen beyond noise for the last {int(it[-1] - onset)} iterations "
+        f"({(it[-1] - onset) / span:.0%} of the run) while the LR decayed, so that compute bought "
+        "little and more steps of this run will not buy much. What limits it is the data (see "
+        "data.repetition: repeated epochs are worth less) or the model's capacity (see capacity.*).",
         evidence=ev, iters=region,
         recommendations=["--early_stop=True", "more unique data (--dataset=...)",
                          "a larger model (--n_layer / --n_embd, see capacity)"])]
+
+
+def fitted_drop(x, y, se):
+    """(fall of a fitted line over x, its standard error, x centred): noise is at least `se`."""
+    xc = x - x.mean()
+    slope = float(np.sum(xc * (y - y.mean())) / np.sum(xc ** 2))
+    width = float(x[-1] - x[0])
+    resid = y - (y.mean() + slope * xc)
+    sigma = max(se, float(np.std(resid, ddof=2)) if len(y) > 3 else se)
+    return -slope * width, sigma * width / np.sqrt(np.sum(xc ** 2)), xc
+
+
+def significant(drop, drop_se, mdc):
+    return drop > 2 * drop_se and drop > mdc
+
+
+def flat_since(it, v, se, onset):
+    """The first iteration from `onset` on after which a fitted line falls no more than noise:
+    each eval may be within noise of the end while together they still fall beyond it."""
+    mdc = min_detectable_change(se)
+    for k in range(int(np.searchsorted(it, onset)), len(it) - 3):
+        drop, drop_se, _ = fitted_drop(it[k:], v[k:], se)
+        if not significant(drop, drop_se, mdc):
+            return it[k]
+    return it[max(0, len(it) - 4)]
 
 
 def plateau_onset(it, v, tol):

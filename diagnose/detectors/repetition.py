@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from diagnose.detectors.common import missing, num, train_series
+from diagnose.detectors.common import epochs_seen, missing, num, tokens_seen, train_series
 from diagnose.findings import Finding
 from diagnose.noise import train_noise
 from diagnose.scaling import R_D_STAR, effective_tokens
@@ -15,17 +15,15 @@ def detect(run):
     if last is None:
         return []
     tpi, tt = run.tokens_per_iter(), run.train_tokens()
-    it, ep = train_series(run, "epoch")
-    if len(ep) and not (tpi and tt):
-        epochs = float(ep[-1])
-    elif tpi and tt:
-        epochs = tpi * (last + 1) / tt
-    else:
+    epochs = epochs_seen(run)
+    if epochs is None:
         lacks = ([] if tpi else missing("tokens_per_iter")) + ([] if tt else missing("train_tokens"))
         return [Finding("data.repetition", "info", "epochs unknown",
                         "How many times the data was repeated needs tokens per iteration and the "
                         "dataset size.", evidence={"epoch_boundary_iters": []}, missing=lacks)]
-    seen = epochs * tt if tt else None
+    seen = tokens_seen(run)[0]
+    if seen is None and tt:
+        seen = epochs * tt
     value = effective_tokens(1.0, epochs) / epochs if epochs > 1 else 1.0
     coverage = 1.0 - math.exp(-epochs)
     per_epoch = tt / tpi if (tt and tpi) else None

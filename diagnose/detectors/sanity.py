@@ -3,8 +3,8 @@ import math
 
 import numpy as np
 
-from diagnose.detectors.common import (eval_series, fmt_tokens, missing, num, params,
-                                       train_series)
+from diagnose.detectors.common import (epochs_seen, eval_series, fmt_tokens, iters_done, missing,
+                                       num, params, tokens_seen, train_series)
 from diagnose.findings import Finding
 from diagnose.noise import train_noise
 
@@ -21,19 +21,25 @@ def detect(run):
 
 def facts(run):
     last = run.last_iter() or 0
+    done = iters_done(run) or 0
     tpi = run.tokens_per_iter()
     n = params(run)
-    ev = {"last_iter": last, "tokens_per_iter": tpi, "params": n,
+    ev = {"last_iter": last, "iters_done": done, "tokens_per_iter": tpi, "params": n,
           "non_embedding_params": run.model.get("non_embedding_params"),
           "train_tokens": run.train_tokens()}
     lacks = []
-    parts = [f"{last} iterations"]
+    parts = [f"{done} iterations"]
+    seen, how = tokens_seen(run)
+    if seen is not None:
+        ev["tokens_seen"], ev["tokens_seen_from"] = seen, how
     if tpi:
-        seen = tpi * (last + 1)
-        ev["tokens_seen"] = seen
-        parts.append(f"{fmt_tokens(tpi)} tokens/iter, {fmt_tokens(seen)} tokens seen")
+        parts.append(f"{fmt_tokens(tpi)} tokens/iter")
     else:
         lacks += missing("tokens_per_iter")
+    if seen is not None:
+        parts.append(f"{fmt_tokens(seen)} tokens seen")
+        if tpi:
+            parts[-2:] = [", ".join(parts[-2:])]
     if n:
         parts.append(f"{n / 1e6:.1f}M params")
         if ev["non_embedding_params"]:
@@ -41,8 +47,8 @@ def facts(run):
     else:
         lacks += missing("params")
     fpt = run.model.get("flops_per_token") or (6 * n if n else None)
-    if fpt and tpi:
-        ev["compute_flops"] = float(fpt) * tpi * (last + 1)
+    if fpt and seen is not None:
+        ev["compute_flops"] = float(fpt) * seen
         parts.append(f"{ev['compute_flops']:.3g} FLOPs")
     if run.train_tokens():
         parts.append(f"dataset {fmt_tokens(run.train_tokens())} train tokens")
@@ -54,40 +60,80 @@ def facts(run):
 
 
 def nonfinite(run):
-    out = []
-    series = [("train loss", _raw(run.train, "loss"))]
-    if not np.isfinite(run.train["loss"]).any():
-        series = [("val loss", _raw(run.eval, "val_loss"))]
-    for name, (it, v) in series:
-        bad = ~np.isfinite(v)
-        # NaN before any finite value, or everywhere, means 'not logged', not divergence
-        if len(v) == 0 or not np.isfinite(v).any() or not bad[np.argmax(np.isfinite(v)):].any():
-            continue
-        bad[:np.argmax(np.isfinite(v))] = False
-        first = int(it[np.argmax(bad)])
-        recovered = bool(np.isfinite(v[np.argmax(bad):]).any())
-        before = v[:np.argmax(bad)]
-        tn = train_noise(it[:np.argmax(bad)], before) if name == "train loss" else None
-        precursor = None
+    """NaN/Inf in the loss (train, else val) or the grad norm, and what train.py said about it:
+    'nonfinite' warnings (updates it skipped) and an 'end' record with reason 'nonfinite'."""
+    fp16 = str(run.config.get("dtype") or run.system.get("dtype") or "") == "float16" \
+        or np.isfinite(run.train["grad_scale"]).any()
+    name = "train loss" if np.isfinite(run.train["loss"]).any() else "val loss"
+    loss = _first_nonfinite(*(_raw(run.train, "loss") if name == "train loss" else _raw(run.eval, "val_loss")))
+    # fp16 overflows give an infinite grad norm by design: the scaler skips those steps (see loss_scale)
+    grad = None if fp16 else _first_nonfinite(*_raw(run.train, "grad_norm"))
+    skipped = [e for e in run.events if e.get("event") == "warning" and e.get("id") == "nonfinite"]
+    ends = [e for e in run.events if e.get("event") == "end"]
+    stopped = bool(ends) and ends[-1].get("reason") == "nonfinite"
+    if loss is None and grad is None and not skipped and not stopped:
+        return []
+    if loss is None and grad is not None:
+        name = "grad norm"
+    first, count, recovered, before, it = loss or grad or (None, 0, None, np.array([]), np.array([]))
+    if first is None:   # only train.py's records say it
+        its = [e["iter"] for e in skipped + ends if isinstance(e.get("iter"), (int, float))]
+        first = int(min(its)) if its else None
+        name = "the update"
+    precursor = None
+    if name == "train loss":
+        tn = train_noise(it[:len(before)], before)
         if tn and np.isfinite(tn["sigma"]) and tn["sigma"] > 0:
-            z = tn["resid"][-5:] / tn["sigma"]
-            precursor = bool(np.max(z) > 4)
-        ev = {"first_iter": first, "count": int(bad.sum()), "recovered": recovered,
-              "last_finite_loss": num(before[np.isfinite(before)][-1]) if np.isfinite(before).any() else None,
-              "precursor": precursor}
-        fp16 = str(run.config.get("dtype") or run.system.get("dtype") or "") == "float16" \
-            or np.isfinite(run.train["grad_scale"]).any()
-        recs = ["--dtype=bfloat16" if fp16 else "--learning_rate=<half of now>",
-                "--grad_clip=1.0", "resume from the last checkpoint before the NaN"]
-        expl = (f"The {name} became NaN/Inf at iteration {first} ({ev['count']} non-finite values"
-                f"{', never recovering' if not recovered else ''}). "
-                + ("The steps before it were within noise: no warning sign in the loss. " if precursor is False else "")
-                + ("fp16 overflows where bf16 does not; " if fp16 else "")
-                + "this is divergence, not a logging glitch.")
-        out.append(Finding("sanity.nonfinite", "critical",
-                           f"{name} is NaN/Inf from iteration {first}", expl, evidence=ev,
-                           iters=(first, int(it[-1])), recommendations=recs))
-    return out
+            precursor = bool(np.max(tn["resid"][-5:] / tn["sigma"]) > 4)
+    ev = {"first_iter": first, "series": name, "count": count, "recovered": recovered,
+          "last_finite_loss": _last_finite_loss(run, first),
+          "precursor": precursor, "skipped_updates": len(skipped), "stopped_by_train": stopped}
+    if grad is not None:
+        ev["grad_norm_first_iter"], ev["grad_norm_count"] = grad[0], grad[1]
+    recs = ["--dtype=bfloat16" if fp16 else "--learning_rate=<half of now>",
+            "--grad_clip=1.0", "resume from the last checkpoint before the NaN"]
+    expl = (f"The {name} became NaN/Inf at iteration {first} ({count} non-finite values"
+            f"{', never recovering' if recovered is False else ''}). " if count else
+            f"train.py found non-finite values from iteration {first}. ")
+    if grad is not None and name != "grad norm":
+        expl += f"The grad norm was NaN/Inf on {grad[1]} logged steps from iteration {grad[0]}. "
+    if skipped:
+        expl += f"train.py skipped {len(skipped)} update(s) with a non-finite loss or grad norm. "
+    if stopped:
+        expl += "It stopped the run for it (end reason 'nonfinite'). "
+    expl += (("The steps before it were within noise: no warning sign in the loss. " if precursor is False else "")
+             + ("fp16 overflows where bf16 does not: " if fp16 else "")
+             + ("this" if fp16 else "This") + " is divergence, not a logging glitch.")
+    said = [f"{len(skipped)} updates skipped"] * bool(skipped) + ["run stopped"] * stopped
+    title = (f"{name} is NaN/Inf from iteration {first}" if name != "the update" else
+             f"non-finite steps from iteration {first}") + (f" ({', '.join(said)})" if said else "")
+    last = run.last_iter()
+    iters = (first, int(last if last is not None else first)) if first is not None else None
+    return [Finding("sanity.nonfinite", "critical", title, expl, evidence=ev, iters=iters, recommendations=recs)]
+
+
+def _last_finite_loss(run, first):
+    it, v = train_series(run)
+    if len(v) == 0:
+        it, v = eval_series(run)
+    keep = it < first if first is not None else np.ones(len(it), bool)
+    return num(v[keep][-1]) if keep.any() else None
+
+
+def _first_nonfinite(it, v):
+    """(first iter, count, recovered, finite values before it, iters) of NaN/Inf after the first
+    finite value, or None. NaN before any finite value (or everywhere) means 'not logged', and
+    so does NaN in a column logged on under half the rows; Inf is always a real value."""
+    fin = np.isfinite(v)
+    if len(v) == 0 or not fin.any():
+        return None
+    start = int(np.argmax(fin))
+    bad = np.isinf(v) | (np.isnan(v) if (~np.isnan(v)).mean() >= 0.5 else False)
+    bad[:start] = False
+    if not bad.any():
+        return None
+    k = int(np.argmax(bad))
+    return int(it[k]), int(bad.sum()), bool(fin[k:].any()), v[:k], it
 
 
 def _raw(table, col):
@@ -186,10 +232,7 @@ def implausibly_low(run):
                     "training data (leakage) or comes from a different, easier distribution.",
                     evidence={"median_gap": num(np.median(gap))}, iters=(int(common[h]), int(common[-1])),
                     recommendations=["re-split the data (prepare.py) and check val.bin does not overlap train.bin"]))
-    epochs = None
-    tpi, tt = run.tokens_per_iter(), run.train_tokens()
-    if tpi and tt and run.last_iter() is not None:
-        epochs = tpi * (run.last_iter() + 1) / tt
+    epochs = epochs_seen(run)
     vocab = run.vocab_size()
     if len(va) and epochs is not None and epochs <= 1.0 and vocab and vocab >= 1000 and float(np.min(va)) < 1.0:
         k = int(np.argmin(va))

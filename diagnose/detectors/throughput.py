@@ -2,7 +2,7 @@
 cliffs, eval overhead, ETA."""
 import numpy as np
 
-from diagnose.detectors.common import missing, num, train_series
+from diagnose.detectors.common import iters_done, missing, num, train_series
 from diagnose.findings import Finding
 from facts import NANOGPT_MFU_PEAK, peak_flops_for
 
@@ -34,9 +34,12 @@ def detect(run):
                                "A step-time cliff: thermal throttling, another process on the GPU, or "
                                "memory pressure.", evidence={"early_ms": num(a), "late_ms": num(b)}))
     max_iters = run.config.get("max_iters")
-    if max_iters and it[-1] < max_iters:
-        left = (max_iters - it[-1]) * med / 1000.0
-        out.append(Finding("throughput.eta", "info", f"ETA {left / 3600:.1f} h for {int(max_iters - it[-1])} more iterations",
+    done = iters_done(run)
+    ended = [e.get("reason") for e in run.events if e.get("event") == "end"]
+    over = bool(ended) and ended[-1] in ("max_iters", "early_stop", "nonfinite")   # not resumable by design
+    if max_iters and done < max_iters and not over:
+        left = (max_iters - done) * med / 1000.0
+        out.append(Finding("throughput.eta", "info", f"ETA {left / 3600:.1f} h for {int(max_iters - done)} more iterations",
                            "At the median step time.", evidence={"eta_s": num(left), "median_ms": num(med)}))
     return out
 
