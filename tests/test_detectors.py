@@ -234,3 +234,12 @@ def test_eval_iters_advice_is_capped_and_skipped_on_a_diverged_run():
     run.eval = curves.healthy(0, se=5.0).eval
     f = noise_model.detect(run)[0]
     assert f.recommendations == [] and f.evidence["eval_iters_needed"] is None and "diverged" in f.explanation
+
+
+def test_all_nan_log_is_critical():
+    # a log whose every loss is NaN (diverged before the first logged step) must not read as 'not logged'
+    run = curves.make_run(np.full(50, np.nan))
+    f = sanity.nonfinite(run)
+    assert [(x.id, x.severity, x.title) for x in f] == [
+        ("sanity.nonfinite", "critical", "no finite loss anywhere in the log")]
+    assert f[0].evidence == {"rows": 50 + len(run.eval["val_loss"])}

@@ -71,6 +71,17 @@ def nonfinite(run):
     skipped = [e for e in run.events if e.get("event") == "warning" and e.get("id") == "nonfinite"]
     ends = [e for e in run.events if e.get("event") == "end"]
     stopped = bool(ends) and ends[-1].get("reason") == "nonfinite"
+    n_rows = len(run.train["loss"]) + len(run.eval["val_loss"])
+    if n_rows and not (np.isfinite(run.train["loss"]).any() or np.isfinite(run.eval["val_loss"]).any()):
+        # NaN before any finite value reads as 'not logged' above; with no finite loss at all
+        # the run diverged before its first logged step (or the log carries no loss)
+        return [Finding("sanity.nonfinite", "critical", "no finite loss anywhere in the log",
+                        f"All {n_rows} logged losses are NaN/Inf or absent: the run diverged before its "
+                        "first logged step, or the log does not carry the loss.",
+                        evidence={"rows": n_rows}, iters=(int(np.nanmin(np.r_[run.train['iter'], run.eval['iter']])),
+                                                          int(run.last_iter())),
+                        recommendations=["--learning_rate=<a tenth of now>", "--grad_clip=1.0",
+                                         "--dtype=bfloat16 (or float32) if it was float16"])]
     if loss is None and grad is None and not skipped and not stopped:
         return []
     if loss is None and grad is not None:
