@@ -1,0 +1,202 @@
+"""
+Throughput and memory of data/fineweb_single/prepare.py, beside the limit and a naive baseline.
+
+    python bench/bench_prepare.py                  # 200 MB and 800 MB of text, 1 and 2 workers
+    python bench/bench_prepare.py --sizes-mb 50    # a quick look
+
+For each generated parquet (English-like web text in FineWeb's schema, row groups of 1000
+documents like FineWeb's files), it measures in one run:
+- prepare.py with 1 and 2 workers: tokens/s, documents/s, peak RSS (all its processes together,
+  sampled every 50 ms, and the main process alone);
+- the limit: tiktoken's single-process encode_ordinary rate on the same texts (encoding time
+  only; on at most the first 200 MB of text), times the number of workers;
+- tokens per CPU second (all processes, start-up included) over the limit's: the share of the
+  CPU that goes to tokenizing, which a busy machine does not distort as much as wall time;
+- a naive baseline: read the whole table, encode sequentially, np.concatenate (first file only:
+  its memory grows with the file).
+Needs GPT-2's ranks (.ci/seed_tiktoken.sh). Files go under --tmp and are deleted afterwards.
+The machine may be shared: the load average before each file is printed with the figures.
+"""
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+
+import pyarrow.parquet as pq  # noqa: E402
+
+import tokenizer  # noqa: E402
+from prepare_fixtures import english_like_docs, write_text_batches  # noqa: E402
+
+PREPARE = os.path.join(ROOT, "data", "fineweb_single", "prepare.py")
+LIMIT_SAMPLE_BYTES = 200e6
+
+
+def generate(path, text_mb, seed0):
+    """A parquet with about text_mb MB of text, in chunks of 2000 documents."""
+    state = {"bytes": 0, "docs": 0}
+
+    def chunks():
+        seed = seed0
+        while state["bytes"] < text_mb * 1e6:
+            docs = english_like_docs(2000, seed=seed)
+            state["bytes"] += sum(len(d.encode()) for d in docs)
+            state["docs"] += len(docs)
+            seed += 1
+            yield docs
+    write_text_batches(path, chunks(), row_group_size=1000)
+    return state
+
+
+def tree_memory(pid):
+    """(RSS, PSS) in bytes of a process and its descendants, from /proc. Forked workers share
+    pages with their parent: the RSS sum counts those once per process, PSS splits them."""
+    rss = pss = 0
+    stack = [pid]
+    while stack:
+        p = stack.pop()
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                fields = dict(line.split()[:2] for line in f if line.split()[0] in ("Rss:", "Pss:"))
+            rss += int(fields["Rss:"]) * 1024
+            pss += int(fields["Pss:"]) * 1024
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                stack += [int(c) for c in f.read().split()]
+        except (OSError, KeyError, ValueError):
+            pass
+    return rss, pss
+
+
+def measure(cmd):
+    """Run cmd; return (wall seconds, peak tree RSS, peak tree PSS, main process max RSS,
+    CPU seconds, stdout)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    peak, done = [0, 0], threading.Event()
+
+    def sample():  # not proc.poll(): it would reap the process before wait4 gets its rusage
+        while not done.is_set():
+            rss, pss = tree_memory(proc.pid)
+            peak[:] = max(peak[0], rss), max(peak[1], pss)
+            time.sleep(0.05)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    done.set()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    sampler.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed with exit code {proc.returncode}")
+    return wall, peak[0], peak[1], usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime, out
+
+
+def limit_rate(path):
+    """tiktoken's single-process encode_ordinary rate on the file's texts (encoding time only):
+    (tokens per second of wall time, tokens per CPU second)."""
+    enc = tokenizer.load_tokenizer("gpt2").encoding
+    tokens, seconds, cpu_seconds, seen = 0, 0.0, 0.0, 0
+    for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=1000, columns=["text"]):
+        texts = batch.column(0).to_pylist()
+        start, cpu_start = time.perf_counter(), time.process_time()
+        for text in texts:
+            tokens += len(enc.encode_ordinary(text))
+        seconds += time.perf_counter() - start
+        cpu_seconds += time.process_time() - cpu_start
+        seen += sum(len(t) for t in texts)
+        if seen >= LIMIT_SAMPLE_BYTES:
+            break
+    return tokens / seconds, tokens / cpu_seconds
+
+
+NAIVE = textwrap.dedent("""
+    import sys, numpy as np, pyarrow.parquet as pq
+    sys.path.insert(0, {root!r})
+    import tokenizer
+    enc = tokenizer.load_tokenizer("gpt2").encoding
+    texts = pq.read_table({path!r}).column("text").to_pylist()
+    ids = np.concatenate([np.array([enc.eot_token] + enc.encode_ordinary(t), dtype=np.uint16) for t in texts])
+    ids.tofile({out!r})
+    print(len(ids), len(texts))
+""")
+
+
+def mb(n):
+    return f"{n / 2**20:,.0f} MiB"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes-mb", type=float, nargs="+", default=[200, 800], help="MB of text per file")
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--repeat", type=int, default=2, help="runs per setting; the fastest is reported")
+    p.add_argument("--tmp", default=tempfile.gettempdir())
+    args = p.parse_args()
+    if tokenizer.cached_gpt2_ranks() is None:
+        raise SystemExit("GPT-2 ranks not cached: run .ci/seed_tiktoken.sh first")
+    work = tempfile.mkdtemp(prefix="bench_prepare_", dir=args.tmp)
+    rows = []
+    try:
+        for i, size in enumerate(args.sizes_mb):
+            path = os.path.join(work, f"text_{size:g}mb.parquet")
+            t = time.perf_counter()
+            gen = generate(path, size, seed0=i * 100_000)
+            print(f"generated {path}: {gen['bytes'] / 1e6:,.0f} MB of text, {gen['docs']:,} documents, "
+                  f"{mb(os.path.getsize(path))} on disk, in {time.perf_counter() - t:.0f} s", flush=True)
+            load = os.getloadavg()[0]
+            limit, limit_cpu = limit_rate(path)
+            print(f"  limit: encode_ordinary {limit / 1e6:.2f} M tokens/s in one process, "
+                  f"{limit_cpu / 1e6:.2f} M tokens per CPU second (load average {load:.2f})", flush=True)
+            for workers in args.workers:
+                best = None
+                for _ in range(args.repeat):
+                    out_dir = os.path.join(work, "out")
+                    r = measure([sys.executable, PREPARE, "--input", path, "--out-dir", out_dir,
+                                 "--workers", str(workers), "--force"])
+                    with open(os.path.join(out_dir, "meta.json")) as f:
+                        r = (*r[:-1], json.load(f))  # the run's meta.json instead of its stdout
+                    best = r if best is None or r[0] < best[0] else best
+                wall, peak, pss, main_rss, cpu, meta = best
+                tokens = meta["train_tokens"] + meta["val_tokens"]
+                rows.append((f"{size:g} MB", f"prepare.py, {workers} worker{'s' * (workers > 1)}",
+                             tokens / wall, meta["source"]["rows"] / wall, peak, pss, main_rss, cpu,
+                             tokens / wall / (limit * workers), tokens / meta["seconds"] / (limit * workers),
+                             tokens / cpu / limit_cpu))
+                print(f"  {rows[-1][1]}: {wall:.1f} s, {tokens / wall / 1e6:.2f} M tokens/s "
+                      f"= {rows[-1][-3]:.0%} of the limit ({rows[-1][-2]:.0%} without the start-up), "
+                      f"peak RSS {mb(peak)}", flush=True)
+            if i == 0:
+                naive_out = os.path.join(work, "naive.bin")
+                wall, peak, pss, main_rss, cpu, out = measure(
+                    [sys.executable, "-c", NAIVE.format(root=ROOT, path=path, out=naive_out)])
+                tokens, docs = map(int, out.split())
+                rows.append((f"{size:g} MB", "naive: read all, encode, concatenate", tokens / wall,
+                             docs / wall, peak, pss, main_rss, cpu, tokens / wall / limit, None,
+                             tokens / cpu / limit_cpu))
+                print(f"  naive: {wall:.1f} s, peak RSS {mb(peak)}", flush=True)
+            os.remove(path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    print("\n| text | program | M tokens/s | k docs/s | peak RSS, all processes | peak PSS, all | "
+          "peak RSS, main | CPU s | of limit x workers | same, without start-up | tokens per CPU s, of limit's |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for size, name, tps, dps, peak, pss, main_rss, cpu, share, steady, per_cpu in rows:
+        print(f"| {size} | {name} | {tps / 1e6:.2f} | {dps / 1e3:.1f} | {mb(peak)} | {mb(pss)} | "
+              f"{mb(main_rss)} | {cpu:.0f} | {share:.0%} | {'' if steady is None else f'{steady:.0%}'} | "
+              f"{per_cpu:.0%} |")
+    print(f"\nmachine: {os.cpu_count()} cores, shared with other jobs (load average now "
+          f"{', '.join(f'{x:.2f}' for x in os.getloadavg())})")
+
+
+if __name__ == "__main__":
+    main()

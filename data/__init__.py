@@ -1,0 +1,1 @@
+"""Dataset folders; each has a prepare.py (run it as a script)."""

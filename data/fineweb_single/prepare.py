@@ -1,0 +1,390 @@
+"""
+Prepare one FineWeb parquet file (or several, or your own .jsonl / .txt) for training:
+
+    python data/fineweb_single/prepare.py --input 000_00000.parquet      # -> data/fineweb_single/
+    python data/fineweb_single/prepare.py --demo                         # embedded corpus -> data/demo/
+
+writes train.bin and val.bin (token ids, little-endian uint16, or uint32 when the vocabulary
+needs it; each document after an end-of-text token) and meta.json, which says what was made.
+
+How it works: the main process streams record batches of the text column (never the whole
+file), a pool of --workers processes tokenizes them, and the main process writes the results
+in input order, so the output does not depend on the number of workers. A document goes to
+the validation split when the 64-bit blake2b hash of its text falls below val_fraction * 2^64:
+the split is the same on every rerun and whatever the worker count, and identical texts always
+land in the same split. Exact duplicates (same hash) are counted, and dropped with --dedup.
+The .bin files are written under temporary names and renamed at the end, meta.json last, so
+a folder without meta.json is an unfinished preparation.
+"""
+import argparse
+import collections
+import concurrent.futures
+import contextlib
+import dataclasses
+import hashlib
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from data.fineweb_single import demo_corpus  # noqa: E402
+from data.fineweb_single.output import DatasetWriter, dataset_meta, token_dtype  # noqa: E402
+from data.fineweb_single.sources import FileHasher, Source, find_input_files, texts_of  # noqa: E402
+from errors import UserError, exit_on_user_error  # noqa: E402
+from facts import read_dataset_meta  # noqa: E402
+from tokenizer import TOKENIZERS, load_tokenizer  # noqa: E402
+
+# no tqdm monitor thread: worker processes are forked, and forking a process while another of
+# its threads holds a lock can deadlock the child
+tqdm.monitor_interval = 0
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEMO_DIR = os.path.join(ROOT, "data", "demo")
+DEMO_VAL_FRACTION = 0.08  # ~20 of the demo's ~340 documents, ~5% of its text: a steady val loss
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    def error(self, message):  # one line, like every other user error
+        raise UserError(f"{message}; see python {os.path.relpath(__file__)} --help")
+
+
+def parse_args(argv=None):
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input", nargs="+", metavar="PATH",
+                   help="parquet file(s) (FineWeb), .jsonl or .txt files, folders or globs")
+    p.add_argument("--demo", action="store_true",
+                   help="prepare the embedded corpus (CPython's documentation) into data/demo/, offline")
+    p.add_argument("--out-dir", help="dataset folder (default: this script's folder; data/demo/ with --demo)")
+    p.add_argument("--text-column", default="text", help="column (or JSON field) holding the text")
+    p.add_argument("--tokenizer", choices=TOKENIZERS, help="gpt2 (default) or byte (offline, default with --demo)")
+    p.add_argument("--bpe-file", metavar="PATH", help="a local GPT-2 ranks file (gpt2.tiktoken / r50k_base.tiktoken)")
+    p.add_argument("--workers", type=int, default=available_cores(),
+                   help="tokenizing processes (default: all cores; 0 = in this process)")
+    split = p.add_mutually_exclusive_group()
+    split.add_argument("--val-fraction", type=float, help="share of documents in val.bin (default 0.0005)")
+    split.add_argument("--val-docs", type=int, help="about this many documents in val.bin instead")
+    p.add_argument("--dedup", action="store_true", help="drop exact duplicate documents (always counted)")
+    p.add_argument("--dtype", choices=("auto", "uint16", "uint32"), default="auto",
+                   help="token id type in the .bin files (auto: uint16 when the vocabulary fits)")
+    p.add_argument("--batch-rows", type=int, default=1024, help="documents per tokenizing task")
+    p.add_argument("--force", action="store_true", help="overwrite an existing complete dataset")
+    args = p.parse_args(argv)
+    if args.demo and args.input:
+        p.error("give --input or --demo, not both")
+    if not args.demo and not args.input:
+        p.error("nothing to prepare: give --input PATH (a FineWeb parquet file, say) or --demo")
+    if args.workers < 0 or args.batch_rows < 1:
+        p.error("--workers must be >= 0 and --batch-rows >= 1")
+    if args.val_fraction is not None and not 0 < args.val_fraction < 1:
+        p.error("--val-fraction must be between 0 and 1 (exclusive)")
+    if args.val_docs is not None and args.val_docs < 1:
+        p.error("--val-docs must be at least 1")
+    return args
+
+
+def available_cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.demo:
+        args.out_dir = args.out_dir or DEMO_DIR
+        args.tokenizer = args.tokenizer or "byte"
+        if args.val_fraction is None and args.val_docs is None:
+            args.val_fraction = DEMO_VAL_FRACTION
+        if existing_meta(args.out_dir) is not None and not args.force:  # a quick rerun
+            print(f"{args.out_dir} is already prepared (use --force to rebuild it)")
+            return
+        source = os.path.join(args.out_dir, "source", "pydoc_topics.parquet")
+        n = demo_corpus.write_demo_parquet(source)
+        print(f"wrote the demo corpus ({n} documents of CPython's documentation) to {source}")
+        args.input = [source]
+    args.out_dir = args.out_dir or HERE
+    args.tokenizer = args.tokenizer or "gpt2"
+    if args.val_fraction is None and args.val_docs is None:
+        args.val_fraction = 0.0005
+
+    # everything that can be wrong with the input is checked before any output is touched
+    sources = [Source(path, args.text_column) for path in find_input_files(args.input)]
+    tok = load_tokenizer(args.tokenizer, args.bpe_file)
+    dtype = token_dtype(tok.n_vocab, args.dtype)
+    val_fraction = resolve_val_fraction(sources, args.val_fraction, args.val_docs)
+    request = {"files": [[os.path.basename(s.path), s.size] for s in sources],
+               "text_column": args.text_column, "tokenizer": tok.name, "dtype": str(dtype),
+               "dedup": args.dedup, "val_fraction": val_fraction}
+    meta = existing_meta(args.out_dir)
+    if meta is not None:
+        if args.force:
+            os.remove(os.path.join(args.out_dir, "meta.json"))  # first: unfinished from here on
+        elif meta.get("request") == request:
+            print(f"{args.out_dir} is already prepared from the same input (use --force to rebuild it)")
+            return
+        else:
+            raise UserError(f"{args.out_dir} holds a dataset prepared from other input or settings; "
+                            f"pass --force to replace it, or --out-dir to write elsewhere")
+
+    counts = prepare(sources, tok, args.out_dir, dtype=dtype, workers=args.workers,
+                     bpe_file=args.bpe_file, dedup=args.dedup, val_fraction=val_fraction,
+                     batch_rows=args.batch_rows,
+                     extra_meta={"request": request, "val_docs_requested": args.val_docs})
+    print(summary(args.out_dir, counts, args.dedup))
+
+
+def resolve_val_fraction(sources, val_fraction, val_docs):
+    """The hash threshold as a fraction; --val-docs N becomes N / documents."""
+    if val_docs is not None:
+        rows = sum(s.count_rows() for s in sources)
+        if val_docs >= rows:
+            raise UserError(f"--val-docs {val_docs} but the input has only {rows} documents; ask for fewer")
+        return val_docs / rows
+    if all(s.rows is not None for s in sources):
+        rows = sum(s.rows for s in sources)
+        if rows * val_fraction < 1:
+            raise UserError(f"--val-fraction {val_fraction:g} of {rows} documents leaves the validation "
+                            f"split empty; use a larger --val-fraction or --val-docs N")
+    return val_fraction
+
+
+def existing_meta(out_dir):
+    """meta.json of a complete dataset in out_dir, or None. A meta.json that does not match its
+    .bin files is removed, so that the folder counts as unfinished and is prepared again."""
+    if not os.path.exists(os.path.join(out_dir, "meta.json")):
+        return None
+    try:
+        return read_dataset_meta(out_dir)
+    except UserError as e:
+        print(f"note: {str(e).split('; ')[0]}: preparing the dataset again", file=sys.stderr)
+        os.remove(os.path.join(out_dir, "meta.json"))
+        return None
+
+
+# -----------------------------------------------------------------------------
+# the pipeline
+
+
+@dataclasses.dataclass
+class Counts:
+    rows: int = 0
+    null: int = 0
+    empty: int = 0
+    duplicates_found: int = 0  # documents whose exact text came earlier
+    duplicates_dropped: int = 0
+    train_docs: int = 0
+    val_docs: int = 0
+    train_tokens: int = 0
+    val_tokens: int = 0
+    seconds: float = 0.0  # tokenizing and writing, from the start of the worker pool
+
+    def add(self, split, docs, tokens):
+        setattr(self, f"{split}_docs", getattr(self, f"{split}_docs") + docs)
+        setattr(self, f"{split}_tokens", getattr(self, f"{split}_tokens") + tokens)
+
+
+def prepare(sources, tok, out_dir, *, dtype, workers, bpe_file=None, dedup=False,
+            val_fraction=0.0005, batch_rows=1024, extra_meta=None):
+    """Tokenize `sources` into out_dir/{train,val}.bin and write meta.json; return the Counts."""
+    counts = Counts()
+    seen = SeenHashes()
+    val_below = np.uint64(min(int(val_fraction * 2.0 ** 64), 2 ** 64 - 1))
+    total_rows = sum(s.rows for s in sources) if all(s.rows is not None for s in sources) else None
+    tasks = ((texts, (s.path, first), dtype)
+             for s in sources for first, texts in s.batches(batch_rows))
+    writer = DatasetWriter(out_dir)
+    start = time.perf_counter()
+    try:
+        with worker_pool(workers, tok.info(), bpe_file) as pool:
+            hashes = FileHasher([s.path for s in sources])  # sha256 of the inputs, meanwhile
+            with tqdm(total=total_rows, unit="doc", unit_scale=True, desc="tokenizing",
+                      smoothing=0.05, mininterval=0.5) as bar:
+                for n_rows, result in ordered_results(pool, tasks, window=2 * max(workers, 1) + 1):
+                    write_batch(result, seen, dedup, val_below, writer, counts)
+                    counts.rows += n_rows
+                    bar.update(n_rows)
+                    rate = (counts.train_tokens + counts.val_tokens) / max(bar.format_dict["elapsed"], 1e-9)
+                    bar.set_postfix_str(f"{tqdm.format_sizeof(rate)} tok/s", refresh=False)
+            if counts.val_docs == 0 or counts.train_docs == 0:
+                empty_split = "validation" if counts.val_docs == 0 else "training"
+                raise UserError(f"the {empty_split} split got no documents ({counts.train_docs + counts.val_docs} "
+                                f"kept in all); adjust --val-fraction / --val-docs or give more text")
+            digests = hashes.result()
+            counts.seconds = time.perf_counter() - start
+            meta = dataset_meta(sources, digests, tok, dtype, counts, dedup, val_fraction)
+            meta.update(extra_meta or {})
+            writer.finish(meta)
+    except BaseException:
+        writer.abort()
+        raise
+    return counts
+
+
+def write_batch(result, seen, dedup, val_below, writer, counts):
+    """Route one tokenized batch: count duplicates, drop them with dedup, split by hash, write."""
+    tokens, lengths, hashes, n_null, n_empty = result
+    counts.null += n_null
+    counts.empty += n_empty
+    duplicate = seen.check(hashes)
+    counts.duplicates_found += int(duplicate.sum())
+    keep = ~duplicate if dedup else np.ones(len(hashes), dtype=bool)
+    counts.duplicates_dropped += int(len(hashes) - keep.sum())
+    is_val = hashes < val_below
+    for split, docs in (("train", keep & ~is_val), ("val", keep & is_val)):
+        n_docs = int(docs.sum())
+        if n_docs == 0:
+            continue
+        chosen = tokens if n_docs == len(docs) else tokens[np.repeat(docs, lengths)]
+        writer.write(split, chosen)
+        counts.add(split, n_docs, len(chosen))
+
+
+class SeenHashes:
+    """The text hashes of the documents so far, in 8 bytes each (a Python set takes ~100, which
+    would grow the memory with the file): a large sorted array, and a small one for the recent
+    batches that is merged into it as it grows."""
+    merge_at = 1 << 16
+
+    def __init__(self):
+        self.old = np.empty(0, dtype=np.uint64)
+        self.recent = np.empty(0, dtype=np.uint64)
+
+    def check(self, hashes):
+        """Which hashes came before (in earlier batches or earlier in this one); remember them all."""
+        before = contains(self.old, hashes) | contains(self.recent, hashes)
+        order = np.argsort(hashes, kind="stable")  # equal hashes stay in input order: the first is kept
+        repeated = np.zeros(len(hashes), dtype=bool)
+        repeated[order[1:]] = hashes[order[1:]] == hashes[order[:-1]]
+        self.recent = np.union1d(self.recent, hashes)
+        if len(self.recent) > self.merge_at:
+            self.old, self.recent = np.union1d(self.old, self.recent), self.recent[:0]
+        return before | repeated
+
+
+def contains(sorted_values, values):
+    """For each of `values`, whether it is in the sorted array `sorted_values`."""
+    if len(sorted_values) == 0:
+        return np.zeros(len(values), dtype=bool)
+    i = np.minimum(np.searchsorted(sorted_values, values), len(sorted_values) - 1)
+    return sorted_values[i] == values
+
+
+@contextlib.contextmanager
+def worker_pool(workers, tokenizer_info, bpe_file):
+    """A pool of tokenizing processes, or None to tokenize in this process (workers=0)."""
+    if workers == 0:
+        init_worker(tokenizer_info, bpe_file, ignore_sigint=False)
+        yield None
+        return
+    pool = concurrent.futures.ProcessPoolExecutor(
+        workers, multiprocessing.get_context(start_method()), init_worker, (tokenizer_info, bpe_file))
+    try:
+        pool.submit(int).result()  # start the workers now, before this process has other threads
+        yield pool
+    except concurrent.futures.process.BrokenProcessPool:
+        raise UserError("a tokenizing worker process died (out of memory, or killed); "
+                        "rerun, with fewer --workers if memory is short")
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def start_method():
+    """fork on Linux: the workers share the tokenizer already loaded here; spawn elsewhere
+    (macOS, Windows), where each worker loads it."""
+    return "fork" if sys.platform.startswith("linux") else "spawn"
+
+
+def ordered_results(pool, tasks, window):
+    """(rows, tokenize_batch(*task)) for each task, in task order, with at most `window` tasks
+    in flight: memory stays bounded however large the input (Pool.imap would read it all)."""
+    if pool is None:
+        for task in tasks:
+            yield len(task[0]), tokenize_batch(*task)
+        return
+    pending = collections.deque()
+    for task in tasks:
+        pending.append((len(task[0]), pool.submit(tokenize_batch, *task)))
+        if len(pending) >= window:
+            rows, future = pending.popleft()
+            yield rows, future.result()
+    while pending:
+        rows, future = pending.popleft()
+        yield rows, future.result()
+
+
+# -----------------------------------------------------------------------------
+# the worker side
+
+_tokenizer = None
+
+
+def init_worker(tokenizer_info, bpe_file, ignore_sigint=True):
+    global _tokenizer
+    if ignore_sigint:  # a worker process: Ctrl-C is handled once, by the main process
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        threading.Thread(target=exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    _tokenizer = load_tokenizer(tokenizer_info, bpe_file)
+
+
+def exit_with_parent(parent):
+    """A worker whose main process was killed would wait for tasks forever: leave instead."""
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(1)
+
+
+def tokenize_batch(batch, where, dtype):
+    """Tokenize a batch of documents, each after an end-of-text token.
+
+    Returns (tokens, token count of each kept document, 64-bit blake2b hash of each kept
+    document's UTF-8 text, number of null texts, number of empty or blank texts)."""
+    path, first_row = where
+    texts = texts_of(batch, path, first_row)
+    eot = np.array([_tokenizer.eot_token], dtype=np.uint32)
+    pieces, lengths, hashes = [], [], []
+    n_null = n_empty = 0
+    for i, text in enumerate(texts):
+        if text is None:
+            n_null += 1
+            continue
+        try:
+            if isinstance(text, bytes):  # a binary column
+                text = text.decode("utf-8")
+            data = text.encode("utf-8")
+        except UnicodeError:
+            raise UserError(f"{path} row {first_row + i}: the text is not valid UTF-8; "
+                            f"repair or drop that document")
+        if not data or text.isspace():
+            n_empty += 1
+            continue
+        hashes.append(int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little"))
+        ids = _tokenizer.encode_to_numpy(text)
+        pieces += (eot, ids)
+        lengths.append(len(ids) + 1)
+    tokens = np.concatenate(pieces).astype(dtype) if pieces else np.zeros(0, dtype=dtype)
+    return tokens, np.array(lengths, dtype=np.int64), np.array(hashes, dtype=np.uint64), n_null, n_empty
+
+
+def summary(out_dir, counts, dedup):
+    tokens = counts.train_tokens + counts.val_tokens
+    lines = [f"wrote {out_dir}: train {counts.train_tokens:,} tokens ({counts.train_docs:,} documents), "
+             f"val {counts.val_tokens:,} tokens ({counts.val_docs:,} documents), "
+             f"in {counts.seconds:.1f} s ({tokens / max(counts.seconds, 1e-9) / 1e6:.2f} M tokens/s)"]
+    skipped = [f"{n:,} {what}" for n, what in ((counts.null, "null"), (counts.empty, "empty"),
+                                              (counts.duplicates_dropped, "duplicate")) if n]
+    if skipped:
+        lines.append(f"skipped {', '.join(skipped)} documents")
+    if counts.duplicates_found and not dedup:
+        lines.append(f"kept {counts.duplicates_found:,} exact duplicate documents (--dedup drops them)")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    exit_on_user_error(main)

@@ -1,0 +1,249 @@
+"""
+The input side of prepare.py: which files to read, checking them before any work starts,
+and streaming their documents in batches (never a whole file in memory).
+
+- .parquet: one document per row of the text column (FineWeb: text, id, dump, url, date,
+  file_path, language, language_score, token_count), read in record batches with pyarrow.
+- .jsonl: one JSON object per line, the document in its text column.
+- .txt: documents separated by lines holding only <|endoftext|>; without one, the file is
+  a single document.
+"""
+import glob
+import hashlib
+import json
+import os
+import re
+import threading
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from errors import UserError
+
+KINDS = {".parquet": "parquet", ".jsonl": "jsonl", ".txt": "text"}
+TXT_SEPARATOR = b"<|endoftext|>"
+TEXT_TYPES = (pa.string(), pa.large_string(), pa.binary(), pa.large_binary())
+
+
+def find_input_files(specs):
+    """The files named by --input: files, folders (searched recursively) or globs, in sorted order."""
+    files = []
+    for spec in specs:
+        if os.path.isdir(spec):
+            found = sorted(p for p in glob.glob(os.path.join(spec, "**", "*"), recursive=True)
+                           if os.path.isfile(p) and file_kind(p))
+            if not found:
+                raise UserError(f"no .parquet, .jsonl or .txt files in the folder {spec}; "
+                                f"give a folder that holds some, or the files themselves")
+        elif glob.has_magic(spec):
+            found = sorted(p for p in glob.glob(spec, recursive=True) if os.path.isfile(p))
+            if not found:
+                raise UserError(f"no file matches {spec}; check the pattern (quote it so the shell "
+                                f"does not expand it)")
+        elif os.path.isfile(spec):
+            found = [spec]
+        elif os.path.exists(spec):
+            raise UserError(f"{spec} is not a regular file; give a .parquet, .jsonl or .txt file or a folder")
+        else:
+            raise UserError(f"{spec} not found; give an existing .parquet, .jsonl or .txt file, "
+                            f"a folder or a glob (download a FineWeb parquet from huggingface.co/datasets/"
+                            f"HuggingFaceFW/fineweb), or run with --demo")
+        files.extend(found)
+    unique = []
+    for path in files:  # the same file named twice is read once
+        if os.path.realpath(path) not in map(os.path.realpath, unique):
+            unique.append(path)
+    for path in unique:
+        if file_kind(path) is None:
+            raise UserError(f"{path}: unsupported file type; give .parquet (FineWeb), .jsonl or .txt files")
+    return unique
+
+
+def file_kind(path):
+    return KINDS.get(os.path.splitext(path)[1].lower())
+
+
+def file_sha256(path, chunk=1 << 20):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class Source:
+    """One input file, checked on creation: it opens, and it has the text column."""
+
+    def __init__(self, path, text_column):
+        self.path = path
+        self.kind = file_kind(path)
+        self.text_column = text_column
+        self.size = os.path.getsize(path)
+        self.rows = None  # known up front for parquet only (from its footer)
+        if self.kind == "parquet":
+            self._check_parquet()
+        elif self.kind == "jsonl":
+            self._check_jsonl()
+        else:
+            self._check_readable()
+
+    def _check_readable(self):
+        try:
+            with open(self.path, "rb") as f:
+                f.read(1)
+        except OSError as e:
+            raise UserError(f"cannot read {self.path} ({e.strerror}); check its permissions")
+
+    def _check_parquet(self):
+        self._check_readable()
+        try:
+            pf = pq.ParquetFile(self.path, pre_buffer=False)  # pre-buffering would read the whole file
+        except (pa.ArrowException, OSError) as e:
+            raise UserError(f"{self.path} is not a readable parquet file, or it is truncated "
+                            f"({first_sentence(e)}); download it again and compare its size")
+        schema = pf.schema_arrow
+        if self.text_column not in schema.names:
+            raise UserError(f"{self.path} has no column {self.text_column!r}; its columns are "
+                            f"{', '.join(schema.names)}; pass --text-column NAME")
+        column_type = schema.field(self.text_column).type
+        if column_type not in TEXT_TYPES:
+            raise UserError(f"column {self.text_column!r} of {self.path} holds {column_type}, not text; "
+                            f"pass the text column with --text-column (columns: {', '.join(schema.names)})")
+        self.rows = pf.metadata.num_rows
+
+    def _check_jsonl(self):
+        self._check_readable()
+        with open(self.path, "rb") as f:
+            for line_number, line in enumerate(f, 1):
+                if line.strip():
+                    self._jsonl_text(line, line_number)  # the first record shows column and format
+                    return
+
+    def count_rows(self):
+        """Number of documents (empty and null ones included); reads text files once."""
+        if self.rows is None:
+            self.rows = sum(len(texts) for _, texts in self.batches(4096))
+        return self.rows
+
+    def batches(self, batch_rows):
+        """Yield (first row number, texts) with at most batch_rows texts each: a list, or an
+        Arrow array for parquet (texts_of makes it a list); a text is a str, bytes for a
+        binary column (decoded by the caller), or None."""
+        read = {"parquet": self._parquet_batches, "jsonl": self._jsonl_batches,
+                "text": self._text_batches}[self.kind]
+        yield from read(batch_rows)
+
+    def _parquet_batches(self, batch_rows):
+        # the Arrow column itself is handed on: it pickles as plain buffers, and the workers
+        # turn it into Python strings (see texts_of), in parallel
+        row = 0
+        try:
+            pf = pq.ParquetFile(self.path, pre_buffer=False)  # pre-buffering would read the whole file
+            for batch in pf.iter_batches(batch_size=batch_rows, columns=[self.text_column],
+                                         use_threads=False):
+                yield row, batch.column(0)
+                row += batch.num_rows
+        except (pa.ArrowException, OSError) as e:
+            raise UserError(f"{self.path} is corrupt near row {row} ({first_sentence(e)}); "
+                            f"download it again")
+
+    def _jsonl_batches(self, batch_rows):
+        texts, first = [], 0
+        with open(self.path, "rb") as f:
+            for line_number, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                texts.append(self._jsonl_text(line, line_number))
+                if len(texts) == batch_rows:
+                    yield first, texts
+                    first += len(texts)
+                    texts = []
+        if texts:
+            yield first, texts
+
+    def _jsonl_text(self, line, line_number):
+        where = f"{self.path} line {line_number}"
+        try:
+            record = json.loads(line)
+        except UnicodeDecodeError as e:
+            raise UserError(f"{where}: invalid UTF-8 (byte {e.start}); convert the file to UTF-8")
+        except ValueError as e:
+            raise UserError(f"{where} is not JSON ({e}); give one JSON object per line")
+        if not isinstance(record, dict):
+            raise UserError(f"{where} is not a JSON object; give one object per line with a "
+                            f"{self.text_column!r} field")
+        if self.text_column not in record:
+            raise UserError(f"{where} has no field {self.text_column!r}; its fields are "
+                            f"{', '.join(record)}; pass --text-column NAME")
+        text = record[self.text_column]
+        if text is not None and not isinstance(text, str):
+            raise UserError(f"{where}: field {self.text_column!r} is a {type(text).__name__}, not text; "
+                            f"pass the text field with --text-column")
+        return text
+
+    def _text_batches(self, batch_rows):
+        texts, first = [], 0
+        for line_number, doc in self._text_documents():
+            try:
+                texts.append(doc.decode("utf-8"))
+            except UnicodeDecodeError as e:
+                line = line_number + doc[:e.start].count(b"\n")
+                raise UserError(f"{self.path} line {line}: invalid UTF-8 (byte 0x{doc[e.start]:02x}); "
+                                f"convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)")
+            if len(texts) == batch_rows:
+                yield first, texts
+                first += len(texts)
+                texts = []
+        if texts:
+            yield first, texts
+
+    def _text_documents(self):
+        """(first line number, bytes) of each document of a .txt file."""
+        lines, start = [], 1
+        with open(self.path, "rb") as f:
+            for line_number, line in enumerate(f, 1):
+                if line.strip() == TXT_SEPARATOR:
+                    yield start, b"".join(lines).rstrip(b"\r\n")
+                    lines, start = [], line_number + 1
+                else:
+                    lines.append(line)
+        yield start, b"".join(lines).rstrip(b"\r\n")
+
+
+def texts_of(batch, path, first_row):
+    """A batch from Source.batches as a list of str / bytes / None."""
+    if not isinstance(batch, pa.Array):
+        return batch
+    try:
+        return batch.to_pylist()
+    except UnicodeDecodeError:  # Arrow does not check UTF-8 when reading parquet; Python does
+        bad = next(i for i in range(len(batch)) if not valid_utf8(batch[i]))
+        raise UserError(f"{path} row {first_row + bad}: the text is not valid UTF-8; "
+                        f"repair or drop that row (or the file)")
+
+
+def valid_utf8(scalar):
+    try:
+        scalar.as_py()
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def first_sentence(error):
+    text = " ".join(str(error).split()) or type(error).__name__
+    return re.split(r"(?<=\.) ", text)[0].rstrip(".")
+
+
+class FileHasher:
+    """sha256 of the input files, computed in a thread while tokenizing (hashlib frees the GIL)."""
+
+    def __init__(self, paths):
+        self.digests = {}
+        self.thread = threading.Thread(target=lambda: self.digests.update(
+            (p, file_sha256(p)) for p in paths), daemon=True)
+        self.thread.start()
+
+    def result(self):
+        self.thread.join()
+        return self.digests

@@ -1,0 +1,357 @@
+"""data/fineweb_single/prepare.py on generated FineWeb-schema parquet files (CPU, offline)."""
+import concurrent.futures
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import tokenizer
+from data.fineweb_single import prepare
+from errors import UserError
+from facts import read_dataset_meta
+from prepare_fixtures import FIXTURE_SPECIALS, fixture_texts, write_fineweb_parquet
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+needs_gpt2 = pytest.mark.skipif(tokenizer.cached_gpt2_ranks() is None,
+                                reason="GPT-2 BPE ranks not cached here; run .ci/seed_tiktoken.sh to test them")
+TEXTS = fixture_texts()
+KEPT = [t for t in TEXTS if t and not t.isspace()]  # in input order, duplicates included
+
+
+@pytest.fixture(scope="module")
+def fixture_parquet(tmp_path_factory):
+    return str(write_fineweb_parquet(str(tmp_path_factory.mktemp("src") / "000_00000.parquet"), TEXTS))
+
+
+def run(inp, out_dir, *extra, workers=0, val_fraction="0.2"):
+    argv = ["--input", *([inp] if isinstance(inp, str) else inp), "--out-dir", str(out_dir),
+            "--workers", str(workers), *extra]
+    if "--val-docs" not in extra:
+        argv += ["--val-fraction", val_fraction]
+    if "--tokenizer" not in extra:
+        argv += ["--tokenizer", "byte"]
+    prepare.main(argv)
+    return read_dataset_meta(str(out_dir))
+
+
+def documents(out_dir, split, tok=None, dtype=np.uint16):
+    """Decode a .bin back into its documents (each starts with end-of-text)."""
+    tok = tok or tokenizer.load_tokenizer("byte")
+    ids = np.fromfile(os.path.join(out_dir, f"{split}.bin"), dtype=dtype)
+    assert ids.size == 0 or ids[0] == tok.eot_token
+    starts = np.flatnonzero(ids == tok.eot_token)
+    return [tok.decode(ids[a + 1:b]) for a, b in zip(starts, list(starts[1:]) + [ids.size])]
+
+
+def in_val(text, fraction):
+    """The split rule, restated: blake2b-64 of the UTF-8 text below fraction * 2**64."""
+    h = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+    return h < int(fraction * 2.0 ** 64)
+
+
+# -----------------------------------------------------------------------------
+# what the dataset holds
+
+def test_bins_decode_back_to_the_documents_split_by_hash(fixture_parquet, tmp_path):
+    meta = run(fixture_parquet, tmp_path)
+    train, val = documents(tmp_path, "train"), documents(tmp_path, "val")
+    assert train == [t for t in KEPT if not in_val(t, 0.2)]
+    assert val == [t for t in KEPT if in_val(t, 0.2)]
+    assert 20 < len(val) < 80 and not set(train) & set(val)  # identical texts share a split
+    assert meta["train_docs"] == len(train) and meta["val_docs"] == len(val)
+    assert meta["train_tokens"] == sum(len(t.encode()) + 1 for t in train)
+    assert meta["val_tokens"] == sum(len(t.encode()) + 1 for t in val)
+    assert meta["skipped"] == {"empty": FIXTURE_SPECIALS["empty"], "null": FIXTURE_SPECIALS["null"],
+                               "duplicate": 0}
+    assert meta["duplicates_found"] == FIXTURE_SPECIALS["duplicates"]
+    assert meta["dedup"] is False and meta["dtype"] == "uint16" and meta["eot_position"] == "prepend"
+    assert meta["tokenizer"] == {"name": "byte", "vocab_size": 257, "eot_token": 256, "eot_position": "prepend"}
+    with open(fixture_parquet, "rb") as f:
+        sha = hashlib.sha256(f.read()).hexdigest()
+    assert meta["source"]["files"][0] | {"path": None} == {
+        "name": "000_00000.parquet", "path": None, "kind": "parquet",
+        "size": os.path.getsize(fixture_parquet), "sha256": sha}
+    assert meta["source"]["text_column"] == "text" and meta["source"]["rows"] == len(TEXTS)
+    assert meta["val_fraction"] == 0.2 and meta["split"]["method"] == "hash"
+    assert meta["prepare_version"] == 1 and meta["created"].endswith("+00:00")
+    assert sorted(os.listdir(tmp_path)) == ["meta.json", "train.bin", "val.bin"]
+
+
+def test_dedup_drops_exact_duplicates(fixture_parquet, tmp_path):
+    meta = run(fixture_parquet, tmp_path, "--dedup")
+    docs = documents(tmp_path, "train") + documents(tmp_path, "val")
+    assert sorted(docs) == sorted(set(KEPT))
+    assert meta["skipped"]["duplicate"] == meta["duplicates_found"] == FIXTURE_SPECIALS["duplicates"]
+    assert meta["train_docs"] + meta["val_docs"] == len(KEPT) - FIXTURE_SPECIALS["duplicates"]
+
+
+def test_seen_hashes_finds_exactly_the_repeats(monkeypatch):
+    monkeypatch.setattr(prepare.SeenHashes, "merge_at", 50)  # exercise the merging too
+    rng = np.random.default_rng(0)
+    stream = rng.integers(0, 400, 3000).astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    seen, marked = prepare.SeenHashes(), []
+    for batch in np.array_split(stream, 37):
+        marked += seen.check(batch).tolist()
+    reference, first = [], set()
+    for h in stream.tolist():
+        reference.append(h in first)
+        first.add(h)
+    assert marked == reference and sum(reference) == 3000 - len(first)
+
+
+def test_output_is_independent_of_workers_and_batch_size(fixture_parquet, tmp_path):
+    outputs = []
+    for workers, batch_rows in ((0, 1000), (1, 7), (3, 16)):
+        out = tmp_path / f"w{workers}"
+        run(fixture_parquet, out, "--batch-rows", str(batch_rows), workers=workers)
+        outputs.append([(out / f"{s}.bin").read_bytes() for s in ("train", "val")])
+    assert outputs[0] == outputs[1] == outputs[2]
+
+
+def test_uint32_output(fixture_parquet, tmp_path):
+    meta = run(fixture_parquet, tmp_path, "--dtype", "uint32")
+    assert meta["dtype"] == "uint32"
+    assert os.path.getsize(tmp_path / "train.bin") == 4 * meta["train_tokens"]
+    assert documents(tmp_path, "train", dtype="<u4") == [t for t in KEPT if not in_val(t, 0.2)]
+    assert prepare.token_dtype(100_000) == np.dtype("<u4") and prepare.token_dtype(65_536) == np.dtype("<u2")
+    with pytest.raises(UserError, match="--dtype uint16 cannot hold the 100000 token ids"):
+        prepare.token_dtype(100_000, "uint16")
+
+
+def test_val_docs_asks_for_about_that_many(fixture_parquet, tmp_path):
+    meta = run(fixture_parquet, tmp_path, "--val-docs", "50")
+    assert meta["val_fraction"] == 50 / len(TEXTS) and meta["val_docs_requested"] == 50
+    assert 30 <= meta["val_docs"] <= 70
+
+
+@needs_gpt2
+def test_gpt2_tokens_are_the_ordinary_encoding_of_each_document(fixture_parquet, tmp_path):
+    meta = run(fixture_parquet, tmp_path, "--tokenizer", "gpt2", workers=2)
+    tok = tokenizer.load_tokenizer(meta["tokenizer"])
+    assert meta["tokenizer"] == {"name": "gpt2", "vocab_size": 50257, "eot_token": 50256, "eot_position": "prepend"}
+    train = [t for t in KEPT if not in_val(t, 0.2)]
+    expected = np.concatenate([[50256] + tok.encode(t) for t in train]).astype(np.uint16)
+    assert np.array_equal(np.fromfile(tmp_path / "train.bin", dtype=np.uint16), expected)
+    assert documents(tmp_path, "val", tok) == [t for t in KEPT if in_val(t, 0.2)]
+
+
+def test_text_and_jsonl_inputs_and_folders(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("first document\nwith two lines\n<|endoftext|>\nsecond\n<|endoftext|>\n\n")
+    (src / "b.jsonl").write_text('{"text": "from json \\u00e9"}\n\n{"text": null}\n{"text": "again"}\n')
+    (src / "notes.md").write_text("ignored: not an input type")
+    meta = run(str(src), tmp_path / "out", val_fraction="0.5")
+    docs = documents(tmp_path / "out", "train") + documents(tmp_path / "out", "val")
+    assert sorted(docs) == sorted(["first document\nwith two lines", "second", "from json é", "again"])
+    assert meta["skipped"] == {"empty": 1, "null": 1, "duplicate": 0}
+    assert [f["name"] for f in meta["source"]["files"]] == ["a.txt", "b.jsonl"]
+
+
+def test_demo_builds_from_pythons_docs_and_reruns_quickly(tmp_path, capsys):
+    out = tmp_path / "demo"
+    prepare.main(["--demo", "--out-dir", str(out), "--workers", "0"])
+    meta = read_dataset_meta(str(out))
+    assert meta["tokenizer"]["name"] == "byte" and meta["source"]["files"][0]["name"] == "pydoc_topics.parquet"
+    assert pq.read_schema(out / "source" / "pydoc_topics.parquet").names == [
+        "text", "id", "dump", "url", "date", "file_path", "language", "language_score", "token_count"]
+    assert meta["train_tokens"] > 400_000 and meta["val_docs"] >= 10 and meta["val_tokens"] > 10_000
+    stamp = os.path.getmtime(out / "meta.json")
+    prepare.main(["--demo", "--out-dir", str(out)])
+    assert "already prepared" in capsys.readouterr().out and os.path.getmtime(out / "meta.json") == stamp
+
+
+# -----------------------------------------------------------------------------
+# never a half-written dataset
+
+KILL_AT_THIRD_WRITE = """
+import os, signal, sys
+sys.path.insert(0, {root!r})
+from data.fineweb_single import prepare
+calls = []
+real_write, real_init = prepare.DatasetWriter.write, prepare.init_worker
+
+def write(self, split, tokens):
+    calls.append(split)
+    if len(calls) == 3:
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_write(self, split, tokens)
+
+def init_worker(*args, **kwargs):
+    open(os.path.join({pid_dir!r}, str(os.getpid())), "w").close()
+    real_init(*args, **kwargs)
+
+prepare.DatasetWriter.write, prepare.init_worker = write, init_worker
+prepare.main({argv!r})
+"""
+
+
+def kill_midway(argv, pid_dir):
+    """Run prepare.main(argv) in a fresh Python that SIGKILLs itself at its 3rd write; its
+    worker processes, if any, leave their pids in pid_dir. Returns the exit code."""
+    script = KILL_AT_THIRD_WRITE.format(root=ROOT, pid_dir=str(pid_dir), argv=argv)
+    # no pipes: workers left behind would hold them open, and run() would wait for them
+    return subprocess.run([sys.executable, "-c", script], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL, timeout=120).returncode
+
+
+def alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[1][0] not in "ZX"  # a zombie has exited
+    except OSError:
+        return False
+
+
+def test_killed_run_leaves_no_meta_and_a_rerun_starts_clean(fixture_parquet, tmp_path):
+    reference = tmp_path / "reference"
+    run(fixture_parquet, reference, "--batch-rows", "16")
+    out = tmp_path / "out"
+    argv = ["--input", fixture_parquet, "--out-dir", str(out), "--tokenizer", "byte", "--workers", "0",
+            "--val-fraction", "0.2", "--batch-rows", "16"]
+    assert kill_midway(argv, tmp_path) == -signal.SIGKILL
+    assert not (out / "meta.json").exists() and (out / "train.bin.tmp").exists()
+    with pytest.raises(UserError, match="preparation did not finish"):
+        read_dataset_meta(str(out))
+    run(fixture_parquet, out, "--batch-rows", "16")
+    assert sorted(os.listdir(out)) == ["meta.json", "train.bin", "val.bin"]
+    assert (out / "train.bin").read_bytes() == (reference / "train.bin").read_bytes()
+    # --force on a complete dataset: meta.json goes first, so a killed rebuild is unfinished too;
+    # and the worker processes of a killed run do not linger
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    assert kill_midway(argv + ["--force", "--workers", "2"], pids) == -signal.SIGKILL
+    assert not (out / "meta.json").exists()
+    workers = [int(p) for p in os.listdir(pids)]
+    assert len(workers) == 2
+    deadline = time.time() + 10
+    while any(alive(p) for p in workers) and time.time() < deadline:
+        time.sleep(0.2)
+    lingering = [p for p in workers if alive(p)]
+    for pid in lingering:  # do not leave them to the machine
+        os.kill(pid, signal.SIGKILL)
+    assert not lingering
+
+
+def test_complete_dataset_is_kept_unless_forced(fixture_parquet, tmp_path, capsys):
+    run(fixture_parquet, tmp_path)
+    stamp = os.path.getmtime(tmp_path / "meta.json")
+    run(fixture_parquet, tmp_path)  # same input and settings: nothing to do
+    assert "already prepared from the same input" in capsys.readouterr().out
+    assert os.path.getmtime(tmp_path / "meta.json") == stamp
+    with pytest.raises(UserError, match="holds a dataset prepared from other input or settings; pass --force"):
+        run(fixture_parquet, tmp_path, "--dedup")
+    assert run(fixture_parquet, tmp_path, "--dedup", "--force")["dedup"] is True
+    # a meta.json that does not match its .bin files makes the folder unfinished again
+    with open(tmp_path / "val.bin", "ab") as f:
+        f.write(b"\0\0")
+    capsys.readouterr()
+    assert run(fixture_parquet, tmp_path, "--dedup")["dedup"] is True
+    assert "val.bin has" in capsys.readouterr().err.split("preparing the dataset again")[0]
+
+
+def test_at_most_a_window_of_batches_is_read_ahead(fixture_parquet):
+    prepare.init_worker("byte", None, ignore_sigint=False)
+    pulled = []
+
+    def tasks():
+        for i in range(40):
+            pulled.append(i)
+            yield [f"doc {i}"], ("x", i), np.dtype("<u2")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        results = prepare.ordered_results(pool, tasks(), window=5)
+        next(results)
+        assert len(pulled) == 5
+        assert [r[1][0].tolist() for r in results][-1] == [256] + list(b"doc 39")
+
+
+# -----------------------------------------------------------------------------
+# bad input: one line naming the problem and the fix, and no dataset marked complete
+
+def invalid_utf8_parquet(path):
+    data, offsets = b"fine" + b"caf\xe9" + b"ok", np.array([0, 4, 8, 10], dtype=np.int32)
+    column = pa.Array.from_buffers(pa.string(), 3, [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(data)])
+    pq.write_table(pa.table({"text": column}), path)
+
+
+def bad_inputs(tmp_path, good):
+    with open(good, "rb") as f:
+        data = f.read()
+    (tmp_path / "truncated.parquet").write_bytes(data[: len(data) // 2])
+    (tmp_path / "csv.parquet").write_text("text,id\nhello,1\n")
+    (tmp_path / "corrupt.parquet").write_bytes(data[:4] + b"\xff" * 200 + data[204:])
+    invalid_utf8_parquet(str(tmp_path / "latin1.parquet"))
+    (tmp_path / "latin1.txt").write_bytes(b"line one\ncaf\xe9\n")
+    (tmp_path / "broken.jsonl").write_text('{"text": "ok"}\n{"text": "unterminated\n')
+    (tmp_path / "fields.jsonl").write_text('{"content": "x", "url": "u"}\n')
+    (tmp_path / "data.csv").write_text("text\nhello\n")
+    (tmp_path / "empty_dir").mkdir()
+    (tmp_path / "tiny.parquet").write_bytes(b"")
+    write_fineweb_parquet(str(tmp_path / "tiny.parquet"), ["one", "two", "three"])
+    return [
+        ([str(tmp_path / "missing.parquet")], r"missing\.parquet not found; give an existing .parquet"),
+        ([str(tmp_path / "truncated.parquet")], r"truncated\.parquet is not a readable parquet file, or it "
+                                                r"is truncated \(Parquet magic bytes not found in footer\)"),
+        ([str(tmp_path / "csv.parquet")], r"csv\.parquet is not a readable parquet file"),
+        ([str(tmp_path / "corrupt.parquet")], r"corrupt\.parquet is corrupt near row 0 \(.*\); download it again"),
+        ([good, "--text-column", "content"], r"has no column 'content'; its columns are text, id, dump, url, "
+                                             r"date, file_path, language, language_score, token_count; "
+                                             r"pass --text-column NAME"),
+        ([good, "--text-column", "language_score"], r"column 'language_score' of .* holds double, not text"),
+        ([str(tmp_path / "latin1.parquet")], r"latin1\.parquet row 1: the text is not valid UTF-8"),
+        ([str(tmp_path / "latin1.txt")], r"latin1\.txt line 2: invalid UTF-8 \(byte 0xe9\); convert the file"),
+        ([str(tmp_path / "broken.jsonl")], r"broken\.jsonl line 2 is not JSON"),
+        ([str(tmp_path / "fields.jsonl")], r"fields\.jsonl line 1 has no field 'text'; its fields are "
+                                           r"content, url; pass --text-column NAME"),
+        ([str(tmp_path / "data.csv")], r"data\.csv: unsupported file type; give \.parquet"),
+        ([str(tmp_path / "empty_dir")], r"no \.parquet, \.jsonl or \.txt files in the folder"),
+        ([str(tmp_path / "nothing*.parquet")], r"no file matches .*nothing\*\.parquet"),
+        ([str(tmp_path / "tiny.parquet"), "--val-fraction", "0.0005"],
+         r"--val-fraction 0\.0005 of 3 documents leaves the validation split empty"),
+        ([str(tmp_path / "tiny.parquet"), "--val-docs", "3"], r"--val-docs 3 but the input has only 3 documents"),
+    ]
+
+
+def test_bad_inputs_get_one_line_errors_and_no_dataset(fixture_parquet, tmp_path):
+    for i, (args, pattern) in enumerate(bad_inputs(tmp_path, fixture_parquet)):
+        out = tmp_path / f"out{i}"
+        argv = ["--input", *args, "--out-dir", str(out), "--workers", "0", "--tokenizer", "byte"]
+        if "--val-fraction" not in args and "--val-docs" not in args:
+            argv += ["--val-fraction", "0.5"]
+        with pytest.raises(UserError, match=pattern) as info:
+            prepare.main(argv)
+        assert "\n" not in str(info.value), args
+        assert not (out / "meta.json").exists() and not list(out.glob("*.tmp")) if out.exists() else True
+
+
+def test_bad_command_lines_are_one_line_user_errors():
+    for argv, pattern in (([], "nothing to prepare: give --input PATH"),
+                          (["--demo", "--input", "x.parquet"], "give --input or --demo, not both"),
+                          (["--demo", "--val-fraction", "1.5"], "--val-fraction must be between 0 and 1"),
+                          (["--demo", "--bogus"], "unrecognized arguments: --bogus; see python .*--help")):
+        with pytest.raises(UserError, match=pattern):
+            prepare.main(argv)
+
+
+def test_bad_text_found_by_a_worker_aborts_cleanly(tmp_path):
+    path = tmp_path / "surrogate.jsonl"
+    path.write_text('{"text": "fine"}\n{"text": "lone \\ud800 surrogate"}\n')
+    with pytest.raises(UserError, match=r"surrogate\.jsonl row 1: the text is not valid UTF-8"):
+        run(str(path), tmp_path / "out", workers=1, val_fraction="0.5")
+    assert os.listdir(tmp_path / "out") == []
+
+
+def test_command_line_error_is_one_line_without_traceback(tmp_path):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "data", "fineweb_single", "prepare.py"),
+                          "--input", str(tmp_path / "nope.parquet"), "--out-dir", str(tmp_path / "o")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+    assert not (tmp_path / "o").exists()
