@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# One prepared GPU check for one H200 (or any CUDA GPU), about 5-7 minutes in all:
+# the reference config (config/train_fineweb_4070.py) on a synthetic dataset of random GPT-2
+# token ids (the GPU machine has no FineWeb), ~50 iterations each in bfloat16 and float16,
+# torch.compile on and off; prints tokens/s, MFU, peak memory and the data loader's share for
+# each, and checks that fused AdamW is used.
+#
+#   bash bench/gpu_check.sh            (ITERS=50 by default; ITERS=30 bash bench/gpu_check.sh for less)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+ITERS=${ITERS:-50}
+DATA=${DATA:-/tmp/gpu_check_fineweb_synthetic}
+PY=${PYTHON:-python3}
+START=$(date +%s)
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+$PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, torch.cuda.get_device_name(0))"
+
+# 16M train + 1M val random GPT-2 ids (uint16), in the layout data/<name>/prepare.py writes
+$PY - "$DATA" <<'PYEOF'
+import json, os, sys
+import numpy as np
+d = sys.argv[1]
+os.makedirs(d, exist_ok=True)
+rng = np.random.default_rng(0)
+sizes = {"train": 16_000_000, "val": 1_000_000}
+for split, n in sizes.items():
+    ids = rng.integers(0, 50257, size=n, dtype=np.uint16)
+    ids[::1000] = 50256  # an end-of-text token now and then, as in real data
+    ids.astype("<u2").tofile(os.path.join(d, f"{split}.bin"))
+meta = {"tokenizer": {"name": "gpt2", "vocab_size": 50257, "eot_token": 50256, "eot_position": "prepend"},
+        "dtype": "uint16", "train_tokens": sizes["train"], "val_tokens": sizes["val"],
+        "train_docs": sizes["train"] // 1000, "val_docs": sizes["val"] // 1000,
+        "source": {"name": "synthetic random GPT-2 ids (bench/gpu_check.sh)", "size": 0, "sha256": ""}}
+with open(os.path.join(d, "meta.json.tmp"), "w") as f:
+    json.dump(meta, f)
+os.replace(os.path.join(d, "meta.json.tmp"), os.path.join(d, "meta.json"))
+print(f"synthetic dataset in {d}: {sizes}")
+PYEOF
+
+status=0
+run() {  # dtype compile time-limit
+    echo
+    echo "=== reference config, dtype=$1 compile=$2 ($ITERS iterations) ==="
+    out=$(timeout "$3" $PY bench/bench_train.py config/train_fineweb_4070.py --data_dir="$DATA" \
+          --dtype="$1" --compile="$2" --iters="$ITERS" 2>&1)
+    rc=$?
+    echo "$out"
+    if [ $rc -ne 0 ]; then echo "FAILED (exit $rc; 124 means it hit the ${3}s limit)"; status=1; return; fi
+    if echo "$out" | grep -q "fused AdamW True"; then echo "CHECK fused AdamW: ok"; else echo "CHECK fused AdamW: FAILED"; status=1; fi
+    if [ "$2" = True ] && ! echo "$out" | grep -q "compile True"; then echo "CHECK compile: FAILED (fell back to eager)"; status=1; fi
+    if [ "$1" = float16 ] && ! echo "$out" | grep -q "grad scale"; then echo "CHECK GradScaler: FAILED"; status=1; fi
+}
+# eager first: a quick sanity run before the long compiles
+run bfloat16 False 90
+run bfloat16 True 150
+run float16 False 90
+run float16 True 150
+
+echo
+echo "gpu_check done in $(( $(date +%s) - START ))s, status $status"
+exit $status

@@ -1,0 +1,76 @@
+"""
+Checkpoints written atomically: to a temporary name in the same folder, flushed
+to disk, then renamed over the old one, so a crash or a kill mid-write leaves
+the previous checkpoint intact. Loaded with weights_only=True (no arbitrary
+code from a checkpoint file).
+"""
+import os
+import shutil
+import zipfile
+
+import torch
+
+from errors import UserError
+
+
+def _fsync_and_replace(tmp, path):
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_atomic(obj, path):
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        torch.save(obj, tmp)
+        _fsync_and_replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def copy_atomic(src, path):
+    """best.pt from a just-written ckpt.pt without serializing the state twice."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        shutil.copyfile(src, tmp)
+        _fsync_and_replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load(path, map_location="cpu", fix="check --out_dir, or start with --init_from=scratch"):
+    if not os.path.exists(path):
+        raise UserError(f"checkpoint {path} not found; {fix}")
+    try:
+        with zipfile.ZipFile(path) as z:  # torch.load does not check the CRCs: a flipped bit would load
+            bad = z.testzip()
+        if bad is not None:
+            raise ValueError(f"{bad} fails its CRC check")
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated, corrupted or foreign file
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise UserError(f"checkpoint {path} cannot be read ({type(e).__name__}: {first}); "
+                        f"use another checkpoint, or {fix}")
+
+
+def require(ckpt, keys, path, fix):
+    """A one-line error when a checkpoint lacks what this program needs (a nanoGPT or foreign file)."""
+    if not isinstance(ckpt, dict):
+        raise UserError(f"{path} is not a checkpoint of this repository; {fix}")
+    missing = [k for k in keys if k not in ckpt]
+    if missing:
+        raise UserError(f"{path} is not a checkpoint of this repository's train.py (it lacks "
+                        f"{', '.join(missing)}); {fix}")
+
+
+def clean_state_dict(state_dict):
+    """Drop the prefixes torch.compile ('_orig_mod.') and DDP ('module.') add."""
+    out = {}
+    for k, v in state_dict.items():
+        for prefix in ("_orig_mod.", "module."):
+            while k.startswith(prefix):
+                k = k[len(prefix):]
+        out[k] = v
+    return out

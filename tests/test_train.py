@@ -1,0 +1,271 @@
+"""train.py end to end on tiny CPU runs: resume, metrics, non-finite steps, checkpoints, compile,
+and the data loader's sampling."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from dataloader import TokenFile, TrainLoader
+from train_helpers import ROOT, TINY, load_ckpt, make_dataset, read_metrics, run_train
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    # 1200 tokens = 37 windows of 32: a 12-iteration run (8 windows each) goes round 2.6 epochs
+    return make_dataset(str(tmp_path_factory.mktemp("data")), train_tokens=1200, val_tokens=600)
+
+
+@pytest.fixture(scope="module")
+def full_run(data, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("full"))
+    run_train(TINY + [f"--data_dir={data}", f"--out_dir={out}"])
+    return out
+
+
+def assert_same_state(a, b):
+    assert a["model"].keys() == b["model"].keys()
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for pa, pb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        for k in pa:
+            assert torch.equal(pa[k], pb[k]), k
+
+
+@pytest.mark.parametrize("sampling, signal_name", [("epoch", "sigterm"), ("random", "sigint")])
+def test_interrupted_and_resumed_run_equals_uninterrupted(data, tmp_path, sampling, signal_name):
+    args = TINY + [f"--data_dir={data}", f"--sampling={sampling}"]
+    full = str(tmp_path / "full")
+    run_train(args + [f"--out_dir={full}"])
+    out = str(tmp_path / "resumed")
+    p = run_train(args + [f"--out_dir={out}", f"--fault_inject={signal_name}@6"])
+    assert "stopped by SIG" in p.stdout and "resume with --init_from=resume" in p.stdout
+    stopped = load_ckpt(os.path.join(out, "ckpt.pt"))
+    assert stopped["iter_num"] == 7  # the iteration under way when the signal came finished first
+    assert read_metrics(out)[-1] == {**read_metrics(out)[-1], "event": "end", "reason": "signal"}
+    run_train(args + [f"--out_dir={out}", "--init_from=resume"])
+    a, b = load_ckpt(os.path.join(full, "ckpt.pt")), load_ckpt(os.path.join(out, "ckpt.pt"))
+    assert a["iter_num"] == b["iter_num"] == 12
+    assert_same_state(a, b)  # bit-exact: weights and optimizer moments
+    losses = lambda recs: {r["iter"]: r["loss"] for r in recs if r["event"] == "train"}
+    resumed = read_metrics(out)
+    assert losses(read_metrics(full)) == losses(resumed)
+    assert [r["resumed_from_iter"] for r in resumed if r["event"] == "run"] == [None, 7]
+
+
+def test_metrics_records_follow_the_design(full_run):
+    records = read_metrics(full_run)
+    events = [r["event"] for r in records]
+    assert events[0] == "run" and events[-1] == "end" and records[-1]["reason"] == "max_iters"
+    run = records[0]
+    assert {"config", "model", "data", "system", "resumed_from_iter"} <= run.keys()
+    assert set(run["model"]) == {"params", "non_embedding_params", "flops_per_token"}
+    assert {"device_name", "peak_flops", "world_size", "torch", "dtype", "compile"} <= run["system"].keys()
+    assert run["system"]["peak_flops"] is None and run["system"]["world_size"] == 1
+    with open(os.path.join(full_run, "config.json")) as f:
+        assert json.load(f) == run["config"]
+    train = [r for r in records if r["event"] == "train"]
+    assert [r["iter"] for r in train] == list(range(12))
+    for r in train:
+        assert set(r) == {"event", "time", "iter", "tokens", "epoch", "lr", "loss", "grad_norm", "grad_scale",
+                          "dt_ms", "tokens_per_sec", "mfu"}
+        assert r["tokens"] == (r["iter"] + 1) * 4 * 32 * 2
+        assert r["epoch"] == pytest.approx(r["tokens"] / 1200)
+        assert r["mfu"] is None and r["grad_scale"] is None
+    evals = [r for r in records if r["event"] == "eval"]
+    assert [r["iter"] for r in evals] == [0, 5, 10, 12]  # every eval_interval and the final iteration
+    for r in evals:
+        assert set(r) == {"event", "time", "iter", "tokens", "epoch", "lr", "train_loss", "val_loss",
+                          "train_loss_se", "val_loss_se"}
+        assert 0 < r["val_loss_se"] < 0.5
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.5  # it learns
+
+
+def test_logged_loss_is_the_mean_over_all_micro_batches(data, tmp_path):
+    from model import GPT, GPTConfig
+    out = str(tmp_path / "out")
+    run_train(TINY + [f"--data_dir={data}", f"--out_dir={out}", "--max_iters=1", "--dropout=0.0",
+                      "--gradient_accumulation_steps=3"])
+    logged = next(r["loss"] for r in read_metrics(out) if r["event"] == "train")
+    torch.manual_seed(1337)  # the initial weights, as train.py makes them
+    model = GPT(GPTConfig(**load_ckpt(os.path.join(out, "ckpt.pt"))["model_args"]))
+    loader = TrainLoader(TokenFile(os.path.join(data, "train.bin"), "uint16"), 32, 4, 3, 0, 1, 1337, "epoch",
+                         torch.device("cpu"))
+    with torch.no_grad():
+        losses = [model(*loader.next_batch())[1].item() for _ in range(3)]
+    loader.close()
+    assert logged == pytest.approx(sum(losses) / 3, abs=1e-6)
+    assert max(losses) - min(losses) > 1e-4  # one micro-batch's loss would not do
+
+
+def test_nonfinite_steps_are_skipped_not_applied(data, tmp_path):
+    args = TINY + [f"--data_dir={data}", "--eval_interval=100"]
+    short, faulty = str(tmp_path / "short"), str(tmp_path / "faulty")
+    run_train(args + [f"--out_dir={short}", "--max_iters=3"])
+    p = run_train(args + [f"--out_dir={faulty}", "--max_iters=5", "--fault_inject=loss@3,grad@4"])
+    assert "warning: iter 3: non-finite loss" in p.stdout and "warning: iter 4: non-finite gradient norm" in p.stdout
+    # iterations 3 and 4 had non-finite values: their updates never happened
+    assert_same_state(load_ckpt(os.path.join(short, "ckpt.pt")), load_ckpt(os.path.join(faulty, "ckpt.pt")))
+    records = read_metrics(faulty)
+    train = {r["iter"]: r for r in records if r["event"] == "train"}
+    assert math.isnan(train[3]["loss"]) and math.isfinite(train[4]["loss"]) and math.isnan(train[4]["grad_norm"])
+    assert [r["iter"] for r in records if r["event"] == "warning"] == [3, 4]
+    assert records[-1]["stats"]["bad_steps"] == 2
+
+
+def test_too_many_bad_steps_in_a_row_stop_the_run(data, tmp_path):
+    out = str(tmp_path / "out")
+    p = run_train(TINY + [f"--data_dir={data}", f"--out_dir={out}", "--eval_interval=2", "--max_bad_steps=3",
+                          "--fault_inject=loss@2-20"], check=False)
+    assert p.returncode == 2
+    assert p.stderr.strip().startswith("error: 3 non-finite steps in a row (iters 2-4)")
+    assert len(p.stderr.strip().splitlines()) == 1
+    records = read_metrics(out)
+    assert records[-1]["event"] == "end" and records[-1]["reason"] == "nonfinite"
+    last, best = load_ckpt(os.path.join(out, "ckpt.pt")), load_ckpt(os.path.join(out, "best.pt"))
+    assert best["iter_num"] == 2 and last["iter_num"] == 4
+    assert_same_state(last, best)  # the last good weights, untouched by the bad steps
+
+
+def test_best_checkpoint_is_never_overwritten_by_a_worse_val(tmp_path):
+    rng = np.random.default_rng(0)
+    # train on tokens 0..9, validate on 0..19: val first improves, then gets worse as the model
+    # learns that 10..19 never occur
+    data = make_dataset(str(tmp_path / "data"), train_ids=rng.integers(0, 10, 2000),
+                        val_ids=rng.integers(0, 20, 1000))
+    out = str(tmp_path / "out")
+    run_train(TINY + [f"--data_dir={data}", f"--out_dir={out}", "--eval_interval=2", "--max_iters=20",
+                      "--dropout=0.0", "--learning_rate=3e-2", "--min_lr=3e-2"])
+    evals = [r for r in read_metrics(out) if r["event"] == "eval"]
+    vals = [r["val_loss"] for r in evals]
+    best_i = int(np.argmin(vals))
+    assert 0 < best_i < len(vals) - 1 and vals[-1] > vals[best_i]  # improved, then got worse
+    best, last = load_ckpt(os.path.join(out, "best.pt")), load_ckpt(os.path.join(out, "ckpt.pt"))
+    assert best["iter_num"] == evals[best_i]["iter"] and best["best_val_loss"] == vals[best_i]
+    assert last["iter_num"] == 20 and last["best_val_loss"] == vals[best_i]
+    flags = [r["best"] for r in read_metrics(out) if r["event"] == "checkpoint"]
+    assert flags == [v < min(vals[:i], default=math.inf) for i, v in enumerate(vals)]
+
+
+KILL_SCRIPT = r"""
+import os, sys, torch
+sys.path.insert(0, {root!r})
+import checkpoint
+path = sys.argv[1]
+checkpoint.save_atomic({{"version": 1, "w": torch.ones(1000)}}, path)
+
+class Crash:
+    def __reduce__(self):
+        os._exit(9)  # the process dies while serializing the new checkpoint
+
+if sys.argv[2] == "pickle":
+    checkpoint.save_atomic({{"version": 2, "w": torch.zeros(1000), "x": Crash()}}, path)
+else:  # dies after the new file is written, before it is renamed over the old one
+    os.fsync = lambda fd: os._exit(9)
+    checkpoint.save_atomic({{"version": 2, "w": torch.zeros(1000)}}, path)
+"""
+
+
+@pytest.mark.parametrize("where", ["pickle", "fsync"])
+def test_a_checkpoint_write_killed_midway_leaves_the_previous_one(tmp_path, where):
+    path = str(tmp_path / "ckpt.pt")
+    p = subprocess.run([sys.executable, "-c", KILL_SCRIPT.format(root=ROOT), path, where])
+    assert p.returncode == 9
+    ckpt = load_ckpt(path)
+    assert ckpt["version"] == 1 and torch.equal(ckpt["w"], torch.ones(1000))
+
+
+def test_compile_path_on_cpu(data, tmp_path):
+    out = str(tmp_path / "out")
+    p = run_train(TINY + [f"--data_dir={data}", f"--out_dir={out}", "--compile=True", "--max_iters=2",
+                          "--eval_interval=100"], timeout=200)
+    run = read_metrics(out)[0]
+    # compiled, or (without a working compiler) fell back to eager with a warning
+    assert run["system"]["compile"] is True or "warning: compile=True cannot work here" in p.stdout
+    ckpt = load_ckpt(os.path.join(out, "ckpt.pt"))
+    assert ckpt["iter_num"] == 2 and not any("_orig_mod" in k for k in ckpt["model"])
+
+
+def test_eval_only(full_run):
+    before = os.path.getmtime(os.path.join(full_run, "ckpt.pt"))
+    run_train(TINY + [f"--out_dir={full_run}", "--init_from=resume", "--eval_only=True",
+                      f"--data_dir={read_metrics(full_run)[0]['config']['data_dir']}"])
+    records = read_metrics(full_run)
+    assert records[-1]["reason"] == "eval_only" and records[-2]["event"] == "eval" and records[-2]["iter"] == 12
+    assert os.path.getmtime(os.path.join(full_run, "ckpt.pt")) == before
+
+
+# --- the data loader ---
+
+def loader(data, rank=0, world=1, sampling="epoch", G=2):
+    return TrainLoader(TokenFile(os.path.join(data, "train.bin"), "uint16"), 32, 4, G, rank, world, 7, sampling,
+                       torch.device("cpu"))
+
+
+def starts_of(ld, iters):
+    """Window offsets of the next `iters` iterations, micro-batch by micro-batch."""
+    out = []
+    for _ in range(iters * ld.G_rank):
+        x, _ = ld.next_batch()
+        out.append(x[:, 0].numpy().copy())
+    return out
+
+
+def test_epoch_sampling_visits_every_window_once_per_epoch(data):
+    ld = loader(data)
+    n = ld.n
+    assert n == 37
+    tokens = np.fromfile(os.path.join(data, "train.bin"), dtype=np.uint16).astype(np.int64)
+    seen = []
+    for _ in range(10):  # 10 iterations x 8 windows = 80 windows: 2 full epochs and a bit
+        for _ in range(ld.G_rank):
+            x, y = ld.next_batch()
+            assert torch.equal(x[:, 1:], y[:, :-1])
+            for row in x.numpy():
+                s = int(np.flatnonzero([np.array_equal(tokens[w * 32:w * 32 + 32], row) for w in range(n)])[0])
+                seen.append(s)
+    ld.close()
+    assert sorted(seen[:n]) == list(range(n)) and sorted(seen[n:2 * n]) == list(range(n))
+    assert seen[:n] != seen[n:2 * n]  # a new permutation each epoch
+
+
+@pytest.mark.parametrize("sampling", ["epoch", "random"])
+def test_ranks_partition_the_single_process_batches(data, sampling):
+    single = starts_of(loader(data, sampling=sampling, G=4), 3)
+    r0 = starts_of(loader(data, 0, 2, sampling, G=4), 3)
+    r1 = starts_of(loader(data, 1, 2, sampling, G=4), 3)
+    for it in range(3):
+        assert [a.tolist() for a in single[it * 4:(it + 1) * 4]] == \
+            [a.tolist() for a in r0[it * 2:(it + 1) * 2] + r1[it * 2:(it + 1) * 2]]
+
+
+def test_loader_state_resumes_the_same_order(data):
+    a = loader(data)
+    starts_of(a, 3)
+    state = a.state_dict()
+    assert state["pos"] == 3 * 8
+    rest = starts_of(a, 4)
+    b = loader(data)
+    b.load_state_dict(state)
+    assert [x.tolist() for x in starts_of(b, 4)] == [x.tolist() for x in rest]
+
+
+def test_early_stop_on_confirmed_overfitting_keeps_best(tmp_path):
+    pytest.importorskip("diagnose.live")
+    rng = np.random.default_rng(0)
+    data = make_dataset(str(tmp_path / "data"), train_ids=rng.integers(0, 10, 2000),
+                        val_ids=rng.integers(0, 20, 1000))
+    out = str(tmp_path / "out")
+    p = run_train(TINY + [f"--data_dir={data}", f"--out_dir={out}", "--eval_interval=2", "--max_iters=60",
+                          "--dropout=0.0", "--learning_rate=3e-2", "--min_lr=3e-2", "--live_diagnose=True",
+                          "--early_stop=True"])
+    records = read_metrics(out)
+    assert records[-1]["reason"] == "early_stop"
+    assert any(r["event"] == "warning" for r in records) and "warning: " in p.stdout
+    best, last = load_ckpt(os.path.join(out, "best.pt")), load_ckpt(os.path.join(out, "ckpt.pt"))
+    assert best["iter_num"] < last["iter_num"] < 60
+    assert [r["iter"] for r in records if r["event"] == "checkpoint"].count(last["iter_num"]) == 1

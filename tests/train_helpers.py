@@ -1,0 +1,60 @@
+"""Shared helpers for the training-stack tests: tiny datasets, tiny runs of train.py."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# a model small enough that a run of a few iterations takes well under a second on a CPU
+TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_size=4",
+        "--gradient_accumulation_steps=2", "--device=cpu", "--dtype=float32", "--compile=False",
+        "--eval_iters=4", "--eval_interval=5", "--log_interval=1", "--warmup_iters=2",
+        "--learning_rate=1e-2", "--min_lr=1e-3", "--lr_decay_iters=20", "--max_iters=12",
+        "--dropout=0.1", "--live_diagnose=False"]
+
+
+def make_dataset(data_dir, train_tokens=4000, val_tokens=1000, vocab=257, eot=256, seed=0,
+                 train_ids=None, val_ids=None, dtype="uint16"):
+    """train.bin, val.bin, meta.json in the layout prepare.py writes. The default text is a
+    noisy repeating pattern, so a model can learn it."""
+    os.makedirs(data_dir, exist_ok=True)
+    rng = np.random.default_rng(seed)
+
+    def pattern(n):
+        base = np.tile(np.arange(0, 40), n // 40 + 1)[:n]
+        noise = rng.integers(0, vocab - 1, size=n)
+        return np.where(rng.random(n) < 0.1, noise, base)
+
+    train = pattern(train_tokens) if train_ids is None else np.asarray(train_ids)
+    val = pattern(val_tokens) if val_ids is None else np.asarray(val_ids)
+    for name, arr in (("train", train), ("val", val)):
+        arr.astype(np.dtype(dtype).newbyteorder("<")).tofile(os.path.join(data_dir, f"{name}.bin"))
+    meta = {"tokenizer": {"name": "byte", "vocab_size": vocab, "eot_token": eot, "eot_position": "prepend"},
+            "dtype": dtype, "train_tokens": int(len(train)), "val_tokens": int(len(val)),
+            "train_docs": 1, "val_docs": 1, "source": {"name": "synthetic", "size": 0, "sha256": ""}}
+    with open(os.path.join(data_dir, "meta.json"), "w") as f:
+        json.dump(meta, f)
+    return data_dir
+
+
+def run_train(args, env=None, check=True, launcher=None, timeout=300):
+    """Run train.py in a subprocess from the repo root; returns the CompletedProcess."""
+    cmd = (launcher or [sys.executable]) + ["train.py"] + list(args)
+    full_env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline", **(env or {}))
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=full_env, timeout=timeout)
+    if check and p.returncode != 0:
+        raise AssertionError(f"train.py failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
+    return p
+
+
+def read_metrics(out_dir):
+    with open(os.path.join(out_dir, "metrics.jsonl")) as f:
+        return [json.loads(line) for line in f]
+
+
+def load_ckpt(path):
+    import torch
+    return torch.load(path, map_location="cpu", weights_only=True)
