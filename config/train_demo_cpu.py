@@ -1,4 +1,4 @@
-# The embedded CPU demo: a small character-level (byte) GPT on ~0.57M tokens of CPython docs.
+# The embedded CPU demo: a small character-level (byte) GPT on ~0.55M tokens of CPython documentation.
 # Prepare the data first:  python data/fineweb_single/prepare.py --demo
 # Then:                     python train.py config/train_demo_cpu.py
 # Takes about 2-3 minutes on 2 CPU cores and shows a real learning curve (several evals).
@@ -22,7 +22,7 @@ block_size = 128
 dropout = 0.1
 bias = False
 
-# 16 x 128 x 2 = 4096 tokens per iteration; 300 iterations = 1.2M tokens, ~2.2 epochs of the 0.57M-token train split
+# 16 x 128 x 2 = 4096 tokens per iteration; 300 iterations = 1.2M tokens, ~2.2 epochs of the 554k-token train split
 batch_size = 16
 gradient_accumulation_steps = 2
 max_iters = 300
