@@ -208,7 +208,9 @@ def forecast(iters, losses, lr, end_iter, se=0.0, fit_from=None):
         "hi80": float(mid[-1] + half[-1]),
         "final_iter": int(end_iter),
         "last_seen_iter": int(it[-1]),
+        "first_seen_iter": int(it[0]),
         "fit_from_iter": int(fit_from),
+        "se": float(se or 0.0),
         "curve": {"iter": [int(g) for g in grid], "mid": [float(v) for v in mid],
                   "lo": [float(v) for v in mid - half], "hi": [float(v) for v in mid + half]},
         "law": law.params(),
@@ -229,3 +231,19 @@ def _default_start(it, lr):
 def predict_with(law, lr, end_iter):
     """The fitted law's loss at end_iter under another LR schedule (a what-if)."""
     return float(law.predict([int(end_iter)], lr)[0])
+
+
+def what_if(fit, law, lr, end_iter, lr_seen):
+    """(predicted, lo80, hi80) of the fitted law at end_iter under another LR schedule `lr`,
+    with the interval built as forecast() builds its own: fit noise, eval SE, the backtest error
+    scaled by how far past the data it reaches, and the law's model error on the change it
+    predicts (measured from the fit at the last point seen under the real schedule `lr_seen`)."""
+    end_iter = int(min(end_iter, len(lr) - 1))
+    mid = predict_with(law, lr, end_iter)
+    last, first = fit["last_seen_iter"], fit["first_seen_iter"]
+    horizon = max(0.0, (end_iter - last) / max(1.0, last - first))
+    bt = fit["backtest_error_per_span"] * horizon
+    prior = ANNEAL_PRIOR_SPREAD * law.C * areas(lr, law.lam)[1][end_iter] if law.c_from_prior else 0.0
+    model = MODEL_ERROR * abs(mid - predict_with(law, lr_seen, last))
+    half = Z80 * math.sqrt(law.sigma ** 2 + fit["se"] ** 2 + bt ** 2 + prior ** 2 + model ** 2)
+    return mid, mid - half, mid + half

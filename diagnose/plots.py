@@ -122,7 +122,7 @@ def _draw_findings(ax, findings, x_min):
         if f.iters and f.id != "plateau.none":  # plateau.none's iters are the window checked
             lo, hi = f.iters
             if visible(hi):
-                ax.axvspan(max(lo, x_min or lo), hi, color="gold", alpha=0.15, label=f"plateau ({f.id})")
+                ax.axvspan(max(lo, x_min or lo), hi, color="gold", alpha=0.15, label=f"flat within noise ({f.id})")
     for f in _findings_by_prefix(findings, "instability.spike"):
         xs = [x for x in (f.evidence or {}).get("spike_iters", []) if visible(x)]
         for j, x in enumerate(xs):
@@ -151,11 +151,12 @@ def _draw_findings(ax, findings, x_min):
             if ev.get("lo80") is not None and ev.get("hi80") is not None:
                 yerr = [[ev["predicted"] - ev["lo80"]], [ev["hi80"] - ev["predicted"]]]
             ax.errorbar([ev["final_iter"]], [ev["predicted"]], yerr=yerr, color="tab:orange", marker="D", ms=5,
-                        capsize=3, label=f"predicted final val {ev['predicted']:.4g}")
+                        capsize=3, label=f"predicted final {ev.get('fitted_on', 'loss')} {ev['predicted']:.4g}")
 
 
-def _loss_ylim(ax, run, x_min):
-    """Tight y-limits on what is drawn in the zoom (NaN and the first steep fall excluded)."""
+def _loss_ylim(ax, run, x_min, findings=()):
+    """Tight y-limits on what is drawn in the zoom (NaN and the first steep fall excluded),
+    widened to show the forecast's interval at the end."""
     vals = []
     for it, y in ((run.train["iter"], run.train["loss"]), (run.eval["iter"], run.eval["val_loss"]),
                   (run.eval["iter"], run.eval["train_loss"])):
@@ -164,6 +165,11 @@ def _loss_ylim(ax, run, x_min):
     v = np.concatenate(vals) if vals else np.array([])
     if len(v) > 3:
         lo, hi = np.percentile(v, [0.5, 99.5])
+        for f in findings:
+            ends = [f.evidence.get(k) for k in ("lo80", "hi80")] if f.id == "forecast.final" else []
+            ends = [e for e in ends if e is not None and np.isfinite(e)]
+            if ends:
+                lo, hi = min(lo, min(ends)), max(hi, max(ends))
         pad = 0.1 * (hi - lo) + 1e-6
         ax.set_ylim(lo - pad, hi + pad)
 
@@ -197,7 +203,7 @@ def plot_run(run, findings, out_dir, name="loss.png"):
         x_min = first + (last - first) / 2
         _draw_loss(zoom, run, findings, x_min=x_min)
         zoom.set_xlim(left=x_min)
-        _loss_ylim(zoom, run, x_min)
+        _loss_ylim(zoom, run, x_min, findings)
         zoom.set_title("second half", fontsize=9)
         zoom.set_xlabel("iteration")
         zoom.set_ylabel("loss")

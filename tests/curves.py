@@ -44,11 +44,12 @@ def make_run(train_loss, eval_iters_at=None, val=None, train_eval=None, val_se=N
 
 
 def healthy(seed, n=5000, noise=0.03, eval_every=250, se=0.005):
-    """A run still improving under a cosine schedule: nothing above info should fire."""
+    """A run still improving under a cosine schedule, one step before its planned end (so it is
+    still going and the forecast has an end to predict): nothing above info should fire."""
     rng = np.random.default_rng(seed)
-    it = np.arange(n)
+    it = np.arange(n - 1)
     clean = power_law(it)
-    train = clean + rng.normal(0, noise, n)
+    train = clean + rng.normal(0, noise, n - 1)
     ev = np.arange(0, n, eval_every)
     val = power_law(ev) + 0.02 + rng.normal(0, se, len(ev))
     tr = power_law(ev) + rng.normal(0, se, len(ev))
@@ -102,3 +103,44 @@ def repeated(seed, period=20, n=3000, amp=0.05):
     loss = power_law(it, L0=1.0) + pattern[it % period] + rng.normal(0, amp / 4, n)
     return make_run(loss, config={"batch_size": 4, "block_size": 256, "gradient_accumulation_steps": 1},
                     data={"train_tokens": 1024 * period})
+
+
+# --- the reference user's run: config/train_fineweb_4070.py on one FineWeb parquet, seen at 14500 ---
+
+REFERENCE = dict(learning_rate=1e-3, min_lr=1e-4, warmup_iters=500, lr_decay_iters=20000, max_iters=20000)
+REFERENCE_LAW = dict(L0=3.1744, A=42.845, alpha=0.5, C=4.3153e-5, lam=0.999)  # val 4.20 @2k, 3.63 @10k, 3.545 @20k
+REFERENCE_BUMPS = {6000: 0.04, 9500: 0.05, 13000: 0.03}   # transient val bumps the user saw
+
+
+def reference_truth(iters):
+    """The noiseless val loss of the reference run: the LR-annealing law (Tissue et al. 2024) over
+    the config's cosine schedule, capped at the initial loss ln(50257) + 0.05 = 10.87."""
+    from diagnose.forecast import areas
+    from facts import lr_at
+    lr = np.array([lr_at(i, lr_schedule="cosine", **REFERENCE) for i in range(REFERENCE["max_iters"] + 1)])
+    p = REFERENCE_LAW
+    s1, s2 = areas(lr, p["lam"])
+    it = np.asarray(iters, dtype=int)
+    law = p["L0"] + p["A"] * np.maximum(s1[it], 1e-9) ** -p["alpha"] - p["C"] * s2[it]
+    return np.minimum(law, math.log(50257) + 0.05)
+
+
+def reference_log(seed, upto=14500, eval_interval=500, log_interval=10, train_noise=0.03, val_se=0.012):
+    """train.py's stdout for the reference run up to `upto` (still going): 'iter N: loss ...' every
+    log_interval and 'step N: train loss X, val loss Y' every eval_interval. Val sits 0.06 below the
+    eval-mode train loss (as the user's did), the logged train loss 0.07 above val with per-step noise;
+    val_se 0.012 is what eval_iters=200 gives for that noise (0.03 x sqrt(32 / 200))."""
+    rng = np.random.default_rng(seed)
+    lines = ["training from scratch: 40.95M parameters (21.24M non-embedding), 524,288 tokens per iteration, "
+             "1 rank(s), NVIDIA GeForce RTX 4070, float16, compile True, fused AdamW True"]
+    truth = reference_truth(np.arange(upto + 1))
+    for it in range(0, upto + 1):
+        if it % eval_interval == 0:
+            v = truth[it] + REFERENCE_BUMPS.get(it, 0.0) + rng.normal(0, val_se)
+            t = truth[it] + 0.06 + rng.normal(0, val_se)
+            lines.append(f"step {it}: train loss {t:.4f}, val loss {v:.4f}")
+        if it % log_interval == 0:
+            loss = truth[it] + 0.07 + rng.normal(0, train_noise)
+            lines.append(f"iter {it}: loss {loss:.4f}, time {7000 + rng.normal(0, 30):.2f}ms, mfu 38.47%, "
+                         f"74,898 tok/s, eta {(20000 - it) * 7 / 3600:.1f}h")
+    return "\n".join(lines) + "\n"

@@ -243,3 +243,107 @@ def test_all_nan_log_is_critical():
     assert [(x.id, x.severity, x.title) for x in f] == [
         ("sanity.nonfinite", "critical", "no finite loss anywhere in the log")]
     assert f[0].evidence == {"rows": 50 + len(run.eval["val_loss"])}
+
+
+# --- verdicts polished on the CPU demo run (out-demo) and the reference run ---
+
+def test_finished_run_gets_what_ifs_not_a_forecast_of_its_own_end():
+    from diagnose.detectors import forecast_final
+    run = curves.healthy(0)
+    run.events = [{"event": "end", "iter": 5000, "reason": "max_iters"}]
+    f = forecast_final.detect(run)[0]
+    assert f.id == "forecast.whatif" and "predicted" not in f.evidence and "curve" not in f.evidence
+    x2 = f.evidence["what_if"]["max_iters_x2"]
+    assert x2["max_iters"] == 10000 and x2["lo80"] < x2["predicted"] < x2["hi80"]
+    assert x2["predicted"] < f.evidence["what_if"]["this_schedule"]["predicted"]
+    assert "remaining" not in f.explanation and f.evidence["fitted_on"] == "val loss"
+    # one step before the end it is still going: a forecast of the end
+    assert forecast_final.detect(curves.healthy(0))[0].id == "forecast.final"
+
+
+def test_forecast_names_what_it_fitted():
+    from diagnose.detectors import forecast_final
+    run = curves.healthy(0)
+    run.eval = curves.make_run([1.0]).eval          # no evals: train loss
+    f = forecast_final.detect(run)[0]
+    assert f.evidence["fitted_on"] == "train loss" and f.title.startswith("forecast: train loss")
+
+
+def test_cpu_run_reports_tokens_per_second_not_mfu():
+    from diagnose.detectors import throughput
+    run = curves.healthy(0)
+    run.train["dt_ms"][:] = 400.0
+    run.config["device"] = "cpu"
+    run.system = {"device_name": "x86_64", "peak_flops": None}
+    fs = throughput.detect(run)
+    assert not [f for f in fs if f.id == "throughput.mfu"]
+    tps = [f for f in fs if f.id == "throughput.tokens_per_sec"][0]
+    assert tps.evidence["tokens_per_sec"] == pytest.approx(16 * 1024 * 4 / 0.4)
+    run.config["device"] = "cuda"
+    run.system = {"device_name": "NVIDIA GeForce RTX 4070", "dtype": "bfloat16"}
+    run.model["flops_per_token"] = 3e8
+    assert [f.id for f in throughput.detect(run) if f.id.startswith("throughput.mfu")] == ["throughput.mfu"]
+
+
+def test_peak_lr_is_judged_only_where_gpt3s_table_speaks():
+    from diagnose.detectors.schedule import peak_lr
+    from diagnose.scaling import gpt3_lr
+    assert gpt3_lr(1e6) == pytest.approx(6e-4) and gpt3_lr(350e6) == pytest.approx(3e-4)
+    assert peak_lr(2e-3, 844_928) == [] and peak_lr(1e-3, 40_953_216) == [] and peak_lr(1e-2, 10**7) == []
+    assert [f.id for f in peak_lr(1e-4, 10**7)] == ["lr.peak_low"]
+    assert [f.id for f in peak_lr(5e-2, 10**7)] == ["lr.peak_high"]
+    assert peak_lr(6e-4, 124_000_000) == [] and peak_lr(2.9e-3, 125e6) == []
+    high = peak_lr(3.1e-3, 125e6)
+    assert [f.id for f in high] == ["lr.peak_high"] and high[0].recommendations == ["--learning_rate=6e-04"]
+
+
+def test_capacity_suggests_a_coherent_shape_and_no_chinchilla_losses():
+    from diagnose.detectors import capacity
+    from facts import padded_vocab_size, param_counts
+    # the CPU demo: 4 x 128, byte vocabulary, 300 x 4096 tokens
+    run = curves.make_run(np.full(300, 3.0), config={"n_layer": 4, "n_head": 4, "n_embd": 128, "block_size": 128,
+                                                     "batch_size": 16, "gradient_accumulation_steps": 2,
+                                                     "max_iters": 300}, data={"tokenizer": {"vocab_size": 257},
+                                                                              "train_tokens": 554_468})
+    f = capacity.detect(run)[0]
+    assert f.severity == "notice" and "844.9k params" in f.title and "172.8k parameters" in f.explanation
+    assert not [k for k in f.evidence if k.startswith("chinchilla")]
+    s = f.evidence["suggested"]
+    assert s["n_embd"] < 128 and s["n_embd"] // s["n_head"] == 32 and s["n_embd"] % s["n_head"] == 0
+    assert s["params"] == param_counts(s["n_layer"], s["n_embd"], padded_vocab_size(257), 128)["params"]
+    assert f"--n_head={s['n_head']}" in f.recommendations
+
+
+def test_fmt_count():
+    from diagnose.detectors.common import fmt_count
+    assert [fmt_count(x) for x in (950, 172_798, 40_953_216, 1.2e9)] == ["950", "172.8k", "40.95M", "1.2B"]
+
+
+def test_flat_mid_cosine_is_not_a_plateau_and_flat_at_its_end_is():
+    run = curves.plateau(0, onset=3000, n=6000)
+    run.config.update(max_iters=12000, lr_decay_iters=12000)       # seen at 6000 of 12000: LR at ~55%
+    fs = plateau.detect(run)
+    assert [(f.id, f.severity) for f in fs] == [("plateau.lr_decaying", "info")]
+    assert fs[0].evidence["lr_end_ratio"] == pytest.approx(0.1) and fs[0].evidence["iters_left"] == 6000 - 1
+
+
+def test_one_val_bump_is_info_many_are_a_notice():
+    rng = np.random.default_rng(0)
+    ev = np.arange(0, 5000, 250)
+    val = 3.5 + rng.normal(0, 0.002, len(ev))
+    for k in (5,):
+        val[k] += 0.05
+    run = curves.make_run(np.full(5000, 3.6), ev, val, val + 0.05, val_se=0.005)
+    assert [(f.id, f.severity) for f in instability.val_bumps(run)] == [("instability.val_bump", "info")]
+    for k in (10, 15):
+        val[k] += 0.05
+    run = curves.make_run(np.full(5000, 3.6), ev, val, val + 0.05, val_se=0.005)
+    assert [(f.id, f.severity) for f in instability.val_bumps(run)] == [("instability.val_bump", "notice")]
+
+
+def test_a_trainer_that_evaluates_after_its_step_counts_one_more():
+    from diagnose.detectors.common import iters_done
+    run = curves.make_run([], [0, 5, 85], [9.9, 8.3, 6.4], config={"max_iters": None})
+    assert iters_done(run) == 85
+    run.format = "generic: Ep E (Step N): Train loss X, Val loss Y"
+    assert iters_done(run) == 86

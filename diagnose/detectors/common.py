@@ -65,11 +65,21 @@ def lr_now_and_peak(run, it):
     return float(lr[max(0, k)]), float(np.max(lr))
 
 
+# eval line shapes of trainers that evaluate *after* the step they label (rasbt's LLMs-from-scratch
+# increments global_step after optimizer.step() and then evaluates: its "Step N" has N + 1 steps done)
+EVAL_AFTER_STEP = ("Ep E (Step N)",)
+
+
+def eval_offset(run):
+    """Steps done at an eval of iteration N, minus N: 0 for train.py and nanoGPT, 1 for EVAL_AFTER_STEP."""
+    return 1 if any(shape in run.format for shape in EVAL_AFTER_STEP) else 0
+
+
 def iters_done(run):
     """Iterations completed by the end of the log. A train record of iteration N is written
     after step N (N + 1 done); an eval of iteration N runs before step N (N done)."""
     ends = []
-    for table, extra in ((run.train, 1), (run.eval, 0)):
+    for table, extra in ((run.train, 1), (run.eval, eval_offset(run))):
         it = np.asarray(table["iter"], float)
         it = it[np.isfinite(it)]
         if len(it):
@@ -83,7 +93,7 @@ def tokens_seen(run):
     iterations logged after it), else iterations completed x tokens per iteration."""
     done, tpi = iters_done(run), run.tokens_per_iter()
     best = None   # (iterations done at that record, tokens)
-    for table, extra in ((run.train, 1), (run.eval, 0)):
+    for table, extra in ((run.train, 1), (run.eval, eval_offset(run))):
         it, tok = finite_series(table["iter"], table["tokens"])
         if len(tok) and (best is None or it[-1] + extra > best[0]):
             best = (int(it[-1]) + extra, float(tok[-1]))
@@ -111,6 +121,22 @@ def epochs_seen(run):
     return max(ends)[1] if ends else None
 
 
+def planned_iters(run):
+    """max_iters from the config, or None."""
+    m = run.config.get("max_iters")
+    return int(m) if m else None
+
+
+def finished(run):
+    """Did the run reach its planned end (or stop for good)? An 'end' record with reason
+    max_iters (train.py), or as many iterations done as max_iters."""
+    ends = [e.get("reason") for e in run.events if e.get("event") == "end"]
+    if ends and ends[-1] == "max_iters":
+        return True
+    m, done = planned_iters(run), iters_done(run)
+    return bool(m and done is not None and done >= m)
+
+
 def num(x, digits=4):
     """A JSON-safe float (None for NaN/inf), rounded for reading."""
     if x is None:
@@ -119,6 +145,14 @@ def num(x, digits=4):
     if not math.isfinite(x):
         return None
     return float(round(x, digits)) if abs(x) >= 1e-3 or x == 0 else float(f"{x:.4g}")
+
+
+def fmt_count(n):
+    """A count as people say it, 4 significant digits: 950, 172.8k, 40.95M, 1.2B, 3.5T."""
+    for unit, div in (("T", 1e12), ("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.4g}{unit}"
+    return f"{n:.0f}"
 
 
 def fmt_tokens(n):

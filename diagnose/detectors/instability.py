@@ -11,6 +11,7 @@ from diagnose.noise import eval_se, robust_sigma, train_noise
 
 OUTLIER_Z = 6.0       # residual above trend, in robust sigmas
 BLIP_STEPS = 3        # back within noise after at most this many logged steps: a blip
+MANY_BUMPS = 3       # val bumps in one run from which they are a pattern (a notice), not chance
 MIN_BUMP = 0.01       # nats: a val bump smaller than this is not worth a word, however exact the evals
 MIN_EXCURSION = 0.25  # nats: a trend this far above its best so far, for longer than a blip, is an excursion
 MIN_RISE = 0.5        # nats: the least rise of the trend that counts as divergence
@@ -287,11 +288,14 @@ def val_bumps(run, spans=()):
     mid = np.r_[rise, 0.0]
     if len(idx) == 0:
         return []
-    return [Finding("instability.val_bump", "notice",
-                    f"{len(idx)} val bump(s) beyond noise at {', '.join(str(int(iv[i])) for i in idx[:8])}",
+    many = len(idx) >= MANY_BUMPS
+    return [Finding("instability.val_bump", "notice" if many else "info",
+                    f"{len(idx)} val bump(s) beyond noise at {', '.join(str(int(iv[i])) for i in idx[:8])}"
+                    + ("" if many else ", undone by the next eval: harmless"),
                     f"These evals rose above the previous one by more than 3 sigma of eval noise "
                     f"(SE {se:.4f}, {source}); a transient the next eval undid. One-off bumps are "
-                    "harmless; many mean the LR is on the edge of stability.",
+                    f"harmless (one eval can be unlucky); {MANY_BUMPS} or more in a run mean the LR is on "
+                    "the edge of stability.",
                     evidence={"bump_iters": [int(iv[i]) for i in idx], "heights": [num(mid[i - 1]) for i in idx],
                               "threshold": num(thr)},
                     iters=(int(iv[idx[0]]), int(iv[idx[-1]])))]

@@ -8,7 +8,8 @@ diverged is flat because of its LR, so there the verdict routes to the LR instea
 """
 import numpy as np
 
-from diagnose.detectors.common import eval_series, iters_done, lr_now_and_peak, num, train_series
+from diagnose.detectors.common import (eval_series, finished, iters_done, lr_now_and_peak, num, planned_lr,
+                                       schedule_known, train_series)
 from diagnose.detectors.instability import unstable
 from diagnose.findings import Finding
 from diagnose.noise import eval_se, min_detectable_change, train_noise
@@ -17,6 +18,7 @@ WINDOW = 0.25        # the last quarter of the iterations seen
 LR_HIGH = 0.5        # LR above this share of its peak is 'still near peak'
 SHORT = 0.3          # flat for less than this share of the iterations seen: only flattening
 LR_FLOOR = 0.2       # LR at or below this share of its peak: the decay is (nearly) done
+STILL_TO_DECAY = 0.1  # the planned LR still falls by more than this share of its peak: not a plateau yet
 
 
 def curve(run):
@@ -85,6 +87,20 @@ def detect(run):
             "than the model or the data running out. Lower the LR before reading anything into this level.",
             evidence=ev, iters=region,
             recommendations=["--learning_rate=<0.3 x now>", "--grad_clip=1.0", "--warmup_iters=<2 x now>"])]
+    decay = decay_to_come(run, it[-1], lr_now, peak)
+    if decay is not None:
+        ev.update(decay)
+        return [Finding(
+            "plateau.lr_decaying", "info",
+            f"{name} flat within noise since ~{int(onset)}, but the LR ({ratio:.0%} of peak) still decays to "
+            f"{decay['lr_end_ratio']:.0%} by iteration {decay['max_iters']}: not a plateau",
+            f"The fall over the last stretch is within eval noise (fitted {drop:.3f} +- {drop_se:.3f} nats), "
+            f"but the schedule is not done: the LR is {lr_now:.2g} and falls to {decay['lr_end']:.2g} over the "
+            f"remaining {decay['iters_left']} iterations. A falling LR lowers the noise floor the loss sits on "
+            "and buys loss on its own (the annealing term of Tissue et al. 2024), so a curve that looks flat "
+            "mid-decay is not a plateau; the forecast finding says how much the rest of the decay should buy. "
+            "Keep going.",
+            evidence=ev, iters=region)]
     if ratio is not None and ratio >= LR_HIGH:
         return [Finding(
             "plateau.lr_high", "notice",
@@ -96,9 +112,8 @@ def detect(run):
             evidence=ev, iters=region,
             recommendations=["--lr_schedule=wsd", "--decay_frac=0.2", "--min_lr=<learning_rate/10>"])]
     if it[-1] - onset < SHORT * span:
-        max_iters = run.config.get("max_iters")
-        finished = not max_iters or (iters_done(run) or 0) >= int(max_iters)
-        if ratio is not None and ratio <= LR_FLOOR and finished:
+        done = not run.config.get("max_iters") or finished(run)
+        if ratio is not None and ratio <= LR_FLOOR and done:
             return [Finding(
                 "plateau.converged", "info",
                 f"{name} converged at the LR floor: flat within noise for the last {int(it[-1] - onset)} "
@@ -131,6 +146,19 @@ def detect(run):
         evidence=ev, iters=region,
         recommendations=["--early_stop=True", "more unique data (--dataset=...)",
                          "a larger model (--n_layer / --n_embd, see capacity)"])]
+
+
+def decay_to_come(run, at, lr_now, peak):
+    """What the planned schedule still has to decay after `at`, when that is more than
+    STILL_TO_DECAY of the peak and the run is not over; else None."""
+    if not schedule_known(run) or finished(run) or lr_now is None or not peak:
+        return None
+    max_iters = int(run.config["max_iters"])
+    lr_end = planned_lr(run, max_iters - 1)
+    if (lr_now - lr_end) / peak <= STILL_TO_DECAY:
+        return None
+    return {"lr_end": num(lr_end, 8), "lr_end_ratio": num(lr_end / peak), "max_iters": max_iters,
+            "iters_left": int(max_iters - (iters_done(run) or at))}
 
 
 def fitted_drop(x, y, se):

@@ -3,7 +3,7 @@ import math
 
 import numpy as np
 
-from diagnose.detectors.common import (epochs_seen, eval_series, fmt_tokens, iters_done, missing,
+from diagnose.detectors.common import (epochs_seen, eval_series, fmt_count, fmt_tokens, iters_done, missing,
                                        num, params, tokens_seen, train_series)
 from diagnose.findings import Finding
 from diagnose.noise import train_noise
@@ -41,9 +41,9 @@ def facts(run):
         if tpi:
             parts[-2:] = [", ".join(parts[-2:])]
     if n:
-        parts.append(f"{n / 1e6:.1f}M params")
+        parts.append(f"{fmt_count(n)} params")
         if ev["non_embedding_params"]:
-            parts[-1] += f" ({ev['non_embedding_params'] / 1e6:.1f}M non-embedding)"
+            parts[-1] += f" ({fmt_count(ev['non_embedding_params'])} non-embedding)"
     else:
         lacks += missing("params")
     fpt = run.model.get("flops_per_token") or (6 * n if n else None)

@@ -4,7 +4,8 @@ import numpy as np
 
 from diagnose.detectors.common import missing, num, params, planned_lr, schedule_known, train_series
 from diagnose.findings import Finding
-from diagnose.scaling import gpt3_lr
+from diagnose.detectors.common import fmt_count
+from diagnose.scaling import GPT3_LR, SMALL_LR_HIGH, SMALL_LR_LOW, gpt3_lr
 
 
 def detect(run):
@@ -18,17 +19,7 @@ def detect(run):
     sched = c.get("lr_schedule", "cosine")
     n = params(run)
     if n:
-        ref = gpt3_lr(n)
-        ev = {"learning_rate": lr, "gpt3_lr_for_size": num(ref, 8), "params": n}
-        if lr > 3 * ref:
-            out.append(Finding("lr.peak_high", "notice", f"peak LR {lr:g} is {lr / ref:.1f}x GPT-3's for {n / 1e6:.0f}M params",
-                               "GPT-3's table (extrapolated to this size; small models tolerate more) "
-                               f"suggests ~{ref:.2g}; far above invites spikes and a high noise floor.",
-                               evidence=ev, recommendations=[f"--learning_rate={ref:.1e}"]))
-        elif lr < ref / 5:
-            out.append(Finding("lr.peak_low", "notice", f"peak LR {lr:g} is {ref / lr:.1f}x below GPT-3's for {n / 1e6:.0f}M params",
-                               "A much lower LR than models of this size train with wastes steps.",
-                               evidence=ev, recommendations=[f"--learning_rate={ref:.1e}"]))
+        out += peak_lr(lr, n)
     share = warm / max(1, max_iters)
     if c.get("decay_lr", True) and (share < 0.002 or share > 0.2):
         out.append(Finding("lr.warmup", "notice", f"warmup is {share:.1%} of the run ({warm} iterations)",
@@ -83,3 +74,35 @@ def detect(run):
                                evidence={"median_rel_diff": num(float(np.median(rel)))},
                                missing=["the run's own config (give --config FILE.py)"]))
     return out
+
+
+def peak_lr(lr, n):
+    """The peak LR against known-good values: GPT-3's table (Brown et al. 2020) inside its range
+    (125M-175B params), a wide band below it, where the table says nothing."""
+    ref = gpt3_lr(n)
+    ev = {"learning_rate": lr, "gpt3_lr_for_size": num(ref, 8), "params": n}
+    small = n < GPT3_LR[0][0]
+    if small:
+        low, high = SMALL_LR_LOW, SMALL_LR_HIGH
+        basis = (f"Below 125M parameters GPT-3's table gives no value (its 125M model used {ref:.0e}, "
+                 f"a floor for smaller models); small models train well from ~1e-3 (nanoGPT's "
+                 f"shakespeare_char at 10M) to ~1e-2")
+    else:
+        low, high = ref / 5, 5 * ref
+        basis = f"GPT-3's table (Brown et al. 2020) gives ~{ref:.2g} for {fmt_count(n)} parameters"
+    ev["ok_range"] = [num(low, 8), num(high, 8)]
+    where = (f"the ~{low:g}-{high:g} that models under 125M train with" if small else
+             f"GPT-3's {ref:.2g} for {fmt_count(n)} params")
+    if lr > high:
+        fix = min(high, 10 * ref) if small else ref
+        return [Finding("lr.peak_high", "notice",
+                        f"peak LR {lr:g} is " + (f"above {where}" if small else f"{lr / ref:.1f}x {where}"),
+                        f"{basis}; far above invites spikes and a high noise floor.",
+                        evidence=ev, recommendations=[f"--learning_rate={fix:.0e}"])]
+    if lr < low:
+        fix = 1e-3 if small else ref
+        return [Finding("lr.peak_low", "notice",
+                        f"peak LR {lr:g} is " + (f"below {where}" if small else f"{ref / lr:.1f}x below {where}"),
+                        f"{basis}; a much lower LR than that wastes steps.",
+                        evidence=ev, recommendations=[f"--learning_rate={fix:.0e}"])]
+    return []

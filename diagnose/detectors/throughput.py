@@ -44,7 +44,34 @@ def detect(run):
     return out
 
 
+# what train.py (platform.machine()) and others log as the device name of a CPU run
+CPU_NAMES = ("cpu", "x86_64", "amd64", "i386", "i686", "aarch64", "arm64")
+
+
+def on_cpu(run):
+    """A CPU run: config device 'cpu', or a device name that is a CPU architecture and no peak FLOP/s."""
+    if str(run.config.get("device") or "").lower().startswith("cpu"):
+        return True
+    name = str(run.system.get("device_name") or "").strip().lower()
+    return name in CPU_NAMES and not run.system.get("peak_flops")
+
+
+def cpu_throughput(run, med_ms):
+    """MFU means nothing without a GPU's peak: say tokens per second instead."""
+    tpi = run.tokens_per_iter()
+    _, tps = train_series(run, "tokens_per_sec")
+    rate = float(np.median(tps)) if len(tps) else (tpi / (med_ms / 1000.0) if tpi and med_ms > 0 else None)
+    if rate is None:
+        return []
+    return [Finding("throughput.tokens_per_sec", "info", f"{rate:,.0f} tokens/s on the CPU ({med_ms:.0f} ms per iteration)",
+                    "A CPU run has no tensor-core peak to measure MFU against, so tokens per second is "
+                    "the figure to compare runs by (the median over the logged steps).",
+                    evidence={"tokens_per_sec": num(rate), "median_ms": num(med_ms), "device": "cpu"})]
+
+
 def mfu(run, med_ms):
+    if on_cpu(run):
+        return cpu_throughput(run, med_ms)
     it, logged = train_series(run, "mfu")
     device = run.system.get("device_name") or run.system.get("gpu")
     dtype = run.system.get("dtype") or run.config.get("dtype") or "bfloat16"
