@@ -40,6 +40,15 @@ def copy_atomic(src, path):
             os.remove(tmp)
 
 
+def remove_stale_temporaries(out_dir):
+    """Delete ckpt.pt.tmpPID / best.pt.tmpPID files that a killed run left half-written
+    (each as large as a checkpoint: repeated kills would fill the disk). Nothing ever loads them."""
+    for name in os.listdir(out_dir):
+        stem, dot, pid = name.rpartition(".tmp")
+        if dot and stem in ("ckpt.pt", "best.pt") and pid.isdigit() and int(pid) != os.getpid():
+            os.remove(os.path.join(out_dir, name))
+
+
 def load(path, map_location="cpu", fix="check --out_dir, or start with --init_from=scratch"):
     if not os.path.exists(path):
         raise UserError(f"checkpoint {path} not found; {fix}")

@@ -390,6 +390,7 @@ def main():
         raise UserError(f"out_dir {out_dir} is a file; give a folder with --out_dir=")
     if master:
         os.makedirs(out_dir, exist_ok=True)
+        checkpoint.remove_stale_temporaries(out_dir)
         if ckpt is not None:
             best_val_loss, best_iter = repair_best(out_dir, ckpt, best_val_loss, best_iter)
     metrics_path = os.path.join(out_dir, 'metrics.jsonl')
@@ -520,10 +521,14 @@ def main():
             'tokens_seen': tokens_seen, 'last_eval_iter': last_eval_iter, 'loader': loader.state_dict(),
             'rng_states': rng_states, 'world_size': world_size, 'wandb_run_id': wandb_run_id,
         }
-        ckpt_path = os.path.join(out_dir, 'ckpt.pt')
-        checkpoint.save_atomic(state, ckpt_path)
+        # best.pt first: a kill between the two writes then leaves best.pt ahead of ckpt.pt, which
+        # a resume tolerates (it keeps the better best.pt), never a stale best.pt beside a newer ckpt.pt
+        ckpt_path, best_path = os.path.join(out_dir, 'ckpt.pt'), os.path.join(out_dir, 'best.pt')
         if best:
-            checkpoint.copy_atomic(ckpt_path, os.path.join(out_dir, 'best.pt'))
+            checkpoint.save_atomic(state, best_path)
+            checkpoint.copy_atomic(best_path, ckpt_path)
+        else:
+            checkpoint.save_atomic(state, ckpt_path)
         log.write({'event': 'checkpoint', 'iter': iter_num, 'path': ckpt_path, 'best': best,
                    'best_val_loss': best_val_loss})
 
@@ -723,12 +728,27 @@ def main():
 
 def main_quiet_on_other_ranks():
     """Under torchrun every rank meets the same config error; only rank 0 prints it."""
+    under_torchrun = 'RANK' in os.environ
     try:
         main()
-    except UserError:
-        if int(os.environ.get('RANK', 0)) > 0:
-            sys.exit(2)
-        raise
+    except UserError as e:
+        if not under_torchrun:
+            raise
+        if int(os.environ['RANK']) == 0:
+            print(f"error: {e}", file=sys.stderr)
+        leave_now(2)
+    if under_torchrun:
+        leave_now(0)
+
+
+def leave_now(status):
+    """Exit a torchrun rank without interpreter finalization: gloo's worker threads can still hold
+    tensors then, and freeing them during finalization aborts the process now and then ('terminate
+    called without an active exception') after a run that finished cleanly. Everything is written,
+    closed and the process group destroyed by the time this runs."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 if __name__ == '__main__':

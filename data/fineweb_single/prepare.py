@@ -110,6 +110,8 @@ def main(argv=None):
         print(f"wrote the demo corpus ({n} documents of CPython's documentation) to {source}")
         args.input = [source]
     args.out_dir = args.out_dir or HERE
+    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
+        raise UserError(f"--out-dir {args.out_dir} is a file, not a folder; give a folder for the dataset")
     args.tokenizer = args.tokenizer or "gpt2"
     if args.val_fraction is None and args.val_docs is None:
         args.val_fraction = 0.0005
@@ -142,13 +144,16 @@ def main(argv=None):
 
 def resolve_val_fraction(sources, val_fraction, val_docs):
     """The hash threshold as a fraction; --val-docs N becomes N / documents."""
+    rows = sum(s.count_rows() for s in sources) if val_docs is not None else (
+        sum(s.rows for s in sources) if all(s.rows is not None for s in sources) else None)
+    if rows == 0:
+        names = ", ".join(os.path.basename(s.path) for s in sources)
+        raise UserError(f"the input has no documents ({names}: 0 rows); give a file with text in it")
     if val_docs is not None:
-        rows = sum(s.count_rows() for s in sources)
         if val_docs >= rows:
             raise UserError(f"--val-docs {val_docs} but the input has only {rows} documents; ask for fewer")
         return val_docs / rows
-    if all(s.rows is not None for s in sources):
-        rows = sum(s.rows for s in sources)
+    if rows is not None:
         if rows * val_fraction < 1:
             raise UserError(f"--val-fraction {val_fraction:g} of {rows} documents leaves the validation "
                             f"split empty; use a larger --val-fraction or --val-docs N")
