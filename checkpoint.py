@@ -13,31 +13,26 @@ import torch
 from errors import UserError
 
 
-def _fsync_and_replace(tmp, path):
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _write_atomic(path, write):
+    """write(tmp) to a temporary name in the same folder, sync it to disk, rename it over path."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def save_atomic(obj, path):
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        torch.save(obj, tmp)
-        _fsync_and_replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    _write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def copy_atomic(src, path):
-    """best.pt from a just-written ckpt.pt without serializing the state twice."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        shutil.copyfile(src, tmp)
-        _fsync_and_replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """One checkpoint file from another (best.pt -> ckpt.pt) without serializing the state twice."""
+    _write_atomic(path, lambda tmp: shutil.copyfile(src, tmp))
 
 
 def remove_stale_temporaries(out_dir):
