@@ -269,3 +269,17 @@ def test_early_stop_on_confirmed_overfitting_keeps_best(tmp_path):
     best, last = load_ckpt(os.path.join(out, "best.pt")), load_ckpt(os.path.join(out, "ckpt.pt"))
     assert best["iter_num"] < last["iter_num"] < 60
     assert [r["iter"] for r in records if r["event"] == "checkpoint"].count(last["iter_num"]) == 1
+
+
+def test_wandb_offline_and_a_resume_continues_the_same_wandb_run(data, tmp_path):
+    out = str(tmp_path / "wandb")
+    args = TINY + [f"--data_dir={data}", f"--out_dir={out}", "--wandb_log=True", "--max_iters=6"]
+    env = {"WANDB_SILENT": "true"}  # run_train sets WANDB_MODE=offline
+    run_train(args + ["--fault_inject=sigterm@2"], env=env)
+    first_id = load_ckpt(os.path.join(out, "ckpt.pt"))["wandb_run_id"]
+    run_train(args + ["--init_from=resume"], env=env)
+    assert load_ckpt(os.path.join(out, "ckpt.pt"))["wandb_run_id"] == first_id
+    runs = sorted(os.listdir(os.path.join(out, "wandb")))
+    offline = [r for r in runs if r.startswith("offline-run-")]
+    # two segments (start and resume), both logged offline under the same wandb run id
+    assert len(offline) == 2 and all(r.endswith(f"-{first_id}") for r in offline), runs
