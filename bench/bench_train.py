@@ -20,6 +20,9 @@ SKIP = 3  # warm-up iterations left out of the figures
 
 
 def main(argv):
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip())
+        return
     iters = 30
     args = []
     for a in argv:
