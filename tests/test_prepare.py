@@ -115,6 +115,30 @@ def test_output_is_independent_of_workers_and_batch_size(fixture_parquet, tmp_pa
     assert outputs[0] == outputs[1] == outputs[2]
 
 
+def test_parquet_tasks_name_small_row_groups_and_stream_large_ones(fixture_parquet, tmp_path):
+    # row groups of 5, 130, 40, 40, 40 and 1 rows: with --batch-rows 100, consecutive groups
+    # of up to 100 rows in all go to a worker by number; the 130-row group is read here, in batches
+    path = str(tmp_path / "mixed.parquet")
+    sizes = [5, 130, 40, 40, 40, 1]
+    assert sum(sizes) == len(TEXTS)
+    with pq.ParquetWriter(path, pq.read_schema(fixture_parquet)) as writer:
+        start = 0
+        for n in sizes:
+            writer.write_table(pq.read_table(fixture_parquet).slice(start, n))
+            start += n
+    tasks = [(first, type(texts).__name__, len(texts), getattr(texts, "groups", None))
+             for first, texts in prepare.Source(path, "text").batches(100)]
+    assert tasks == [(0, "ParquetRows", 5, [0]), (5, "StringArray", 100, None), (105, "StringArray", 30, None),
+                     (135, "ParquetRows", 80, [2, 3]), (215, "ParquetRows", 41, [4, 5])]
+    reference = tmp_path / "reference"
+    run(fixture_parquet, reference)
+    for workers, batch_rows in ((0, 100), (2, 100), (2, 1024)):
+        out = tmp_path / f"w{workers}b{batch_rows}"
+        run(path, out, "--batch-rows", str(batch_rows), workers=workers)
+        for split in ("train", "val"):
+            assert (out / f"{split}.bin").read_bytes() == (reference / f"{split}.bin").read_bytes()
+
+
 def test_uint32_output(fixture_parquet, tmp_path):
     meta = run(fixture_parquet, tmp_path, "--dtype", "uint32")
     assert meta["dtype"] == "uint32"
@@ -340,12 +364,21 @@ def test_bad_command_lines_are_one_line_user_errors():
             prepare.main(argv)
 
 
-def test_bad_text_found_by_a_worker_aborts_cleanly(tmp_path):
+def test_bad_text_found_by_a_worker_aborts_cleanly(fixture_parquet, tmp_path):
     path = tmp_path / "surrogate.jsonl"
     path.write_text('{"text": "fine"}\n{"text": "lone \\ud800 surrogate"}\n')
     with pytest.raises(UserError, match=r"surrogate\.jsonl row 1: the text is not valid UTF-8"):
         run(str(path), tmp_path / "out", workers=1, val_fraction="0.5")
     assert os.listdir(tmp_path / "out") == []
+    # parquet row groups are read by the workers themselves: damage is reported all the same,
+    # whether a worker reads the row group or the main process streams it (--batch-rows 16)
+    data = open(fixture_parquet, "rb").read()
+    corrupt = tmp_path / "corrupt.parquet"
+    corrupt.write_bytes(data[:4] + b"\xff" * 200 + data[204:])
+    for batch_rows in ("1024", "16"):
+        with pytest.raises(UserError, match=r"corrupt\.parquet is corrupt near row 0 \(.*\); download it again"):
+            run(str(corrupt), tmp_path / "out2", "--batch-rows", batch_rows, workers=1)
+        assert os.listdir(tmp_path / "out2") == []
 
 
 def test_command_line_error_is_one_line_without_traceback(tmp_path):

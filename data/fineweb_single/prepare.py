@@ -7,12 +7,14 @@ Prepare one FineWeb parquet file (or several, or your own .jsonl / .txt) for tra
 writes train.bin and val.bin (token ids, little-endian uint16, or uint32 when the vocabulary
 needs it; each document after an end-of-text token) and meta.json, which says what was made.
 
-How it works: the main process streams record batches of the text column (never the whole
-file), a pool of --workers processes tokenizes them, and the main process writes the results
-in input order, so the output does not depend on the number of workers. A document goes to
-the validation split when the 64-bit blake2b hash of its text falls below val_fraction * 2^64:
-the split is the same on every rerun and whatever the worker count, and identical texts always
-land in the same split. Exact duplicates (same hash) are counted, and dropped with --dedup.
+How it works: the input is cut into tasks of at most --batch-rows documents (never the whole
+file in memory); a pool of --workers processes tokenizes them, and the main process writes the
+results in input order, so the output does not depend on the number of workers. A parquet
+task names whole row groups (FineWeb's hold 1000 rows), which the worker reads and decodes
+itself: the text never passes through the main process, which only routes and writes tokens.
+A document goes to the validation split when the 64-bit blake2b hash of its text falls below
+val_fraction * 2^64: the split is the same on every rerun and whatever the worker count, and
+identical texts always land in the same split. Exact duplicates (same hash) are counted, and dropped with --dedup.
 The .bin files are written under temporary names and renamed at the end, meta.json last, so
 a folder without meta.json is an unfinished preparation.
 """
@@ -75,7 +77,9 @@ def parse_args(argv=None):
     p.add_argument("--dedup", action="store_true", help="drop exact duplicate documents (always counted)")
     p.add_argument("--dtype", choices=("auto", "uint16", "uint32"), default="auto",
                    help="token id type in the .bin files (auto: uint16 when the vocabulary fits)")
-    p.add_argument("--batch-rows", type=int, default=1024, help="documents per tokenizing task")
+    p.add_argument("--batch-rows", type=int, default=1024,
+                   help="documents per tokenizing task, at most (parquet row groups up to this size "
+                        "are read by the workers themselves)")
     p.add_argument("--force", action="store_true", help="overwrite an existing complete dataset")
     args = p.parse_args(argv)
     if args.demo and args.input:
@@ -265,12 +269,19 @@ class SeenHashes:
         """Which hashes came before (in earlier batches or earlier in this one); remember them all."""
         before = contains(self.old, hashes) | contains(self.recent, hashes)
         order = np.argsort(hashes, kind="stable")  # equal hashes stay in input order: the first is kept
+        in_order = hashes[order]
         repeated = np.zeros(len(hashes), dtype=bool)
-        repeated[order[1:]] = hashes[order[1:]] == hashes[order[:-1]]
-        self.recent = np.union1d(self.recent, hashes)
+        repeated[order[1:]] = in_order[1:] == in_order[:-1]
+        self.recent = merge_sorted(self.recent, in_order)
         if len(self.recent) > self.merge_at:
-            self.old, self.recent = np.union1d(self.old, self.recent), self.recent[:0]
+            self.old, self.recent = merge_sorted(self.old, self.recent), self.recent[:0]
         return before | repeated
+
+
+def merge_sorted(a, b):
+    """The sorted union (repeats kept) of two sorted arrays. numpy's stable sort is a timsort,
+    which merges two sorted runs in linear time (np.union1d sorts from scratch: ~100x slower)."""
+    return np.sort(np.concatenate([a, b]), kind="stable")
 
 
 def contains(sorted_values, values):
@@ -353,7 +364,7 @@ def tokenize_batch(batch, where, dtype):
     path, first_row = where
     texts = texts_of(batch, path, first_row)
     eot = np.array([_tokenizer.eot_token], dtype=np.uint32)
-    pieces, lengths, hashes = [], [], []
+    pieces, lengths, digests = [], [], []
     n_null = n_empty = 0
     for i, text in enumerate(texts):
         if text is None:
@@ -369,12 +380,13 @@ def tokenize_batch(batch, where, dtype):
         if not data or text.isspace():
             n_empty += 1
             continue
-        hashes.append(int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little"))
+        digests.append(hashlib.blake2b(data, digest_size=8).digest())
         ids = _tokenizer.encode_to_numpy(text)
         pieces += (eot, ids)
         lengths.append(len(ids) + 1)
     tokens = np.concatenate(pieces).astype(dtype) if pieces else np.zeros(0, dtype=dtype)
-    return tokens, np.array(lengths, dtype=np.int64), np.array(hashes, dtype=np.uint64), n_null, n_empty
+    hashes = np.frombuffer(b"".join(digests), dtype="<u8").astype(np.uint64)  # little-endian, as meta.json says
+    return tokens, np.array(lengths, dtype=np.int64), hashes, n_null, n_empty
 
 
 def summary(out_dir, counts, dedup):

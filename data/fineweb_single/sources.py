@@ -126,26 +126,44 @@ class Source:
         return self.rows
 
     def batches(self, batch_rows):
-        """Yield (first row number, texts) with at most batch_rows texts each: a list, or an
-        Arrow array for parquet (texts_of makes it a list); a text is a str, bytes for a
-        binary column (decoded by the caller), or None."""
+        """Yield (first row number, texts) with at most batch_rows texts each: a list, or for
+        parquet an Arrow array or a ParquetRows (texts_of makes either a list); a text is a
+        str, bytes for a binary column (decoded by the caller), or None."""
         read = {"parquet": self._parquet_batches, "jsonl": self._jsonl_batches,
                 "text": self._text_batches}[self.kind]
         yield from read(batch_rows)
 
     def _parquet_batches(self, batch_rows):
-        # the Arrow column itself is handed on: it pickles as plain buffers, and the workers
-        # turn it into Python strings (see texts_of), in parallel
-        row = 0
+        # Row groups of at most batch_rows rows (FineWeb's have 1000) are handed on by number
+        # (ParquetRows), so that the worker that tokenizes them also reads and decodes them:
+        # the text never passes through this process. Larger row groups are read here, in
+        # record batches of batch_rows rows, and handed on as Arrow arrays (plain buffers when
+        # pickled), which keeps the memory bounded however large a row group is.
+        pf = pq.ParquetFile(self.path, pre_buffer=False)  # pre-buffering would read a whole group
+        row, small = 0, None  # small: the row groups gathered for the next task
+        for group in range(pf.num_row_groups):
+            n = pf.metadata.row_group(group).num_rows
+            if small is not None and small.rows + n > batch_rows:
+                yield small.first_row, small
+                small = None
+            if n > batch_rows:
+                yield from self._read_row_group(pf, group, row, batch_rows)
+            else:
+                small = small if small is not None else ParquetRows(self.path, self.text_column, row)
+                small.add(group, n)
+            row += n
+        if small is not None:
+            yield small.first_row, small
+
+    def _read_row_group(self, pf, group, first_row, batch_rows):
+        row = first_row
         try:
-            pf = pq.ParquetFile(self.path, pre_buffer=False)  # pre-buffering would read the whole file
-            for batch in pf.iter_batches(batch_size=batch_rows, columns=[self.text_column],
-                                         use_threads=False):
+            for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[group],
+                                         columns=[self.text_column], use_threads=False):
                 yield row, batch.column(0)
                 row += batch.num_rows
         except (pa.ArrowException, OSError) as e:
-            raise UserError(f"{self.path} is corrupt near row {row} ({first_sentence(e)}); "
-                            f"download it again")
+            raise corrupt_parquet(self.path, row, e)
 
     def _jsonl_batches(self, batch_rows):
         texts, first = [], 0
@@ -210,9 +228,50 @@ class Source:
         yield start, b"".join(lines).rstrip(b"\r\n")
 
 
+class ParquetRows:
+    """Consecutive whole row groups of a parquet file, named rather than read: the process that
+    tokenizes them reads their text column (read())."""
+
+    def __init__(self, path, text_column, first_row):
+        self.path, self.text_column, self.first_row = path, text_column, first_row
+        self.groups, self.rows = [], 0
+
+    def add(self, group, rows):
+        self.groups.append(group)
+        self.rows += rows
+
+    def __len__(self):
+        return self.rows
+
+    def read(self):
+        try:
+            table = open_parquet(self.path).read_row_groups(self.groups, columns=[self.text_column],
+                                                            use_threads=False)
+        except (pa.ArrowException, OSError) as e:
+            raise corrupt_parquet(self.path, self.first_row, e)
+        return table.column(0)
+
+
+_open_parquet = {}  # (process id, path) -> ParquetFile: each worker parses a file's footer once
+
+
+def open_parquet(path):
+    key = (os.getpid(), path)  # a forked worker opens its own, not its parent's
+    if key not in _open_parquet:
+        _open_parquet.clear()  # one file at a time: the inputs are read in order
+        _open_parquet[key] = pq.ParquetFile(path, pre_buffer=False)
+    return _open_parquet[key]
+
+
+def corrupt_parquet(path, row, error):
+    return UserError(f"{path} is corrupt near row {row} ({first_sentence(error)}); download it again")
+
+
 def texts_of(batch, path, first_row):
     """A batch from Source.batches as a list of str / bytes / None."""
-    if not isinstance(batch, pa.Array):
+    if isinstance(batch, ParquetRows):
+        batch = batch.read()
+    if not isinstance(batch, (pa.Array, pa.ChunkedArray)):
         return batch
     try:
         return batch.to_pylist()
