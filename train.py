@@ -22,19 +22,31 @@ import signal
 import sys
 import time
 
-try:  # importing torch takes seconds: a Ctrl-C meanwhile should not print a traceback
-    import torch
-    import torch.distributed as dist
-    from torch.nn.parallel import DistributedDataParallel as DDP
 
-    import checkpoint
-    import facts
-    from configurator import configure
-    from dataloader import SAMPLING, TokenFile, TrainLoader, fixed_windows, num_windows, to_device
-    from errors import UserError, exit_on_user_error
-    from model import GPT, GPTConfig
-except KeyboardInterrupt:
-    sys.exit(130)
+
+def quit_during_startup(signum, frame):
+    """Ctrl-C / SIGTERM before the training loop: leave at once. A KeyboardInterrupt raised inside
+    an import (torch's, or numpy's lazy submodules) can leave a half-imported module behind that
+    fails later with an unrelated traceback; nothing worth saving exists yet. The training loop
+    installs its own handler (save a checkpoint, then exit)."""
+    sys.stderr.write(f"interrupted by {signal.Signals(signum).name} before training started\n")
+    sys.stderr.flush()
+    os._exit(130)
+
+
+signal.signal(signal.SIGINT, quit_during_startup)
+signal.signal(signal.SIGTERM, quit_during_startup)
+
+import torch  # noqa: E402  (after the handlers: importing torch takes seconds)
+import torch.distributed as dist  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: E402
+
+import checkpoint  # noqa: E402
+import facts  # noqa: E402
+from configurator import configure  # noqa: E402
+from dataloader import SAMPLING, TokenFile, TrainLoader, fixed_windows, num_windows, to_device  # noqa: E402
+from errors import UserError, exit_on_user_error  # noqa: E402
+from model import GPT, GPTConfig  # noqa: E402
 
 _before_defaults = set(globals())
 # -----------------------------------------------------------------------------
