@@ -748,6 +748,8 @@ def main_quiet_on_other_ranks():
             raise
         if int(os.environ['RANK']) == 0:
             print(f"error: {e}", file=sys.stderr)
+        else:
+            time.sleep(2)  # torchrun stops every rank when the first one exits: let rank 0 say why first
         leave_now(2)
     if under_torchrun:
         leave_now(0)
