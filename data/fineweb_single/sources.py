@@ -10,6 +10,7 @@ and streaming their documents in batches (never a whole file in memory).
 """
 import glob
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -166,18 +167,13 @@ class Source:
             raise corrupt_parquet(self.path, row, e)
 
     def _jsonl_batches(self, batch_rows):
-        texts, first = [], 0
+        return in_batches(self._jsonl_texts(), batch_rows)
+
+    def _jsonl_texts(self):
         with open(self.path, "rb") as f:
             for line_number, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                texts.append(self._jsonl_text(line, line_number))
-                if len(texts) == batch_rows:
-                    yield first, texts
-                    first += len(texts)
-                    texts = []
-        if texts:
-            yield first, texts
+                if line.strip():
+                    yield self._jsonl_text(line, line_number)
 
     def _jsonl_text(self, line, line_number):
         where = f"{self.path} line {line_number}"
@@ -200,20 +196,16 @@ class Source:
         return text
 
     def _text_batches(self, batch_rows):
-        texts, first = [], 0
+        return in_batches(self._text_texts(), batch_rows)
+
+    def _text_texts(self):
         for line_number, doc in self._text_documents():
             try:
-                texts.append(doc.decode("utf-8"))
+                yield doc.decode("utf-8")
             except UnicodeDecodeError as e:
                 line = line_number + doc[:e.start].count(b"\n")
                 raise UserError(f"{self.path} line {line}: invalid UTF-8 (byte 0x{doc[e.start]:02x}); "
                                 f"convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)")
-            if len(texts) == batch_rows:
-                yield first, texts
-                first += len(texts)
-                texts = []
-        if texts:
-            yield first, texts
 
     def _text_documents(self):
         """(first line number, bytes) of each document of a .txt file."""
@@ -306,3 +298,11 @@ class FileHasher:
     def result(self):
         self.thread.join()
         return self.digests
+
+
+def in_batches(texts, batch_rows):
+    """(first row number, list of up to batch_rows texts) from an iterator of texts."""
+    first = 0
+    while batch := list(itertools.islice(texts, batch_rows)):
+        yield first, batch
+        first += len(batch)
