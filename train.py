@@ -282,21 +282,16 @@ class MetricsLog:
             self.file.close()
 
 
-def repair_best(out_dir, ckpt, best_val_loss, best_iter):
-    """On resume: make best.pt agree with ckpt.pt after a kill between writing the two.
-    ckpt.pt is renamed first, so when it says it is the best, best.pt may lag behind."""
+def keep_better_best(out_dir, best_val_loss, best_iter):
+    """On resume: best.pt is written before ckpt.pt, so a kill between the two leaves a best.pt
+    better than ckpt.pt knows of; keep its value, so that a worse val never overwrites it."""
     best_path = os.path.join(out_dir, 'best.pt')
-    best = None
-    if os.path.exists(best_path):
-        try:
-            best = torch.load(best_path, map_location='cpu', weights_only=True, mmap=True)
-        except Exception:
-            best = None
-    if best_iter is not None and best_iter == ckpt['iter_num'] and (best is None or best.get('iter_num') != best_iter):
-        checkpoint.copy_atomic(os.path.join(out_dir, 'ckpt.pt'), best_path)
-        print(f"note: {best_path} lagged behind ckpt.pt (best at iter {best_iter}); repaired")
-    elif best is not None and best.get('best_val_loss', float('inf')) < best_val_loss:
-        best_val_loss, best_iter = best['best_val_loss'], best.get('iter_num')  # never overwrite a better best.pt
+    try:
+        best = torch.load(best_path, map_location='cpu', weights_only=True, mmap=True)
+    except Exception:  # missing or unreadable: ckpt.pt's record stands
+        return best_val_loss, best_iter
+    if best.get('best_val_loss', float('inf')) < best_val_loss:
+        return best['best_val_loss'], best.get('iter_num')
     return best_val_loss, best_iter
 
 
@@ -404,7 +399,7 @@ def main():
         os.makedirs(out_dir, exist_ok=True)
         checkpoint.remove_stale_temporaries(out_dir)
         if ckpt is not None:
-            best_val_loss, best_iter = repair_best(out_dir, ckpt, best_val_loss, best_iter)
+            best_val_loss, best_iter = keep_better_best(out_dir, best_val_loss, best_iter)
     metrics_path = os.path.join(out_dir, 'metrics.jsonl')
     if master and ckpt is None and os.path.exists(metrics_path):
         # a new run in an old folder: keep the previous log beside it rather than mixing the two
