@@ -11,6 +11,7 @@ reachability check comes first because tiktoken's own download has no timeout an
 offline; without any of them the error says how to get the file.
 """
 import base64
+import binascii
 import hashlib
 import os
 import socket
@@ -153,6 +154,10 @@ def read_gpt2_ranks(path):
             data = f.read()
     except OSError as e:
         raise UserError(f"cannot read the BPE file {path} ({e.strerror}); {GPT2_HOW_TO_GET}")
+    if hashlib.sha256(data).hexdigest() == GPT2_RANKS_SHA256:
+        # the known file (the usual case): parse it in one pass, without per-line checks
+        fields = data.split()
+        return dict(zip(map(binascii.a2b_base64, fields[0::2]), map(int, fields[1::2])))
     try:
         ranks = {}
         for line in data.splitlines():
@@ -163,7 +168,7 @@ def read_gpt2_ranks(path):
         raise UserError(f"{path} is not a tiktoken ranks file (lines of 'base64-token rank'); "
                         f"{GPT2_HOW_TO_GET}")
     # compare in tiktoken's own layout, so a re-saved copy of the same ranks is accepted too
-    if hashlib.sha256(data).hexdigest() != GPT2_RANKS_SHA256 and ranks_sha256(ranks) != GPT2_RANKS_SHA256:
+    if ranks_sha256(ranks) != GPT2_RANKS_SHA256:
         raise UserError(f"{path} holds other BPE ranks than GPT-2's ({len(ranks)} tokens, not r50k_base); "
                         f"give gpt2.tiktoken (whisper) or r50k_base.tiktoken (tiktoken)")
     return ranks

@@ -13,6 +13,10 @@ documents like FineWeb's files), it measures in one run:
   drifts (on a shared host, by 2x within a minute), so it is measured again right before each
   run, and the best of those measurements is the limit: the fastest run against the fastest
   encoding, both in the calmest moments;
+- the ceiling: as many encode_ordinary processes as workers, on the same texts at the same
+  time, with nothing else to do. On this 2-core machine two such processes run ~4-7% slower
+  each than one alone (they share caches and the host), which the limit does not count;
+- paired: each run against the limit sampled right before it, the median of those ratios;
 - tokens per CPU second (all processes, start-up included) over the limit's: the share of the
   CPU that goes to tokenizing, which a busy machine does not distort as much as wall time;
 - a naive baseline: read the whole table, encode sequentially, np.concatenate (first file only:
@@ -24,6 +28,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -121,6 +126,43 @@ def limit_rate(path):
     return tokens / seconds, tokens / cpu_seconds
 
 
+CEILING = textwrap.dedent("""
+    import sys, time, pyarrow.parquet as pq
+    sys.path.insert(0, {root!r})
+    import tokenizer
+    enc = tokenizer.load_tokenizer("gpt2").encoding
+    texts, seen = [], 0
+    for batch in pq.ParquetFile({path!r}, pre_buffer=False).iter_batches(batch_size=1000, columns=["text"]):
+        texts += batch.column(0).to_pylist()
+        seen += sum(len(t) for t in batch.column(0).to_pylist())
+        if seen >= {sample_bytes}:
+            break
+    sys.stdout.write("ready\\n"); sys.stdout.flush()
+    sys.stdin.readline()  # start together
+    start, tokens = time.perf_counter(), 0
+    for text in texts:
+        tokens += len(enc.encode_ordinary(text))
+    print(tokens, time.perf_counter() - start)
+""")
+
+
+def ceiling_rate(path, processes):
+    """Total encode_ordinary rate of `processes` processes encoding the same texts at once."""
+    code = CEILING.format(root=ROOT, path=path, sample_bytes=LIMIT_SAMPLE_BYTES)
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True) for _ in range(processes)]
+    for proc in procs:
+        assert proc.stdout.readline().strip() == "ready"
+    for proc in procs:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    rates = []
+    for proc in procs:
+        tokens, seconds = proc.communicate()[0].split()
+        rates.append(int(tokens) / float(seconds))
+    return sum(rates)
+
+
 NAIVE = textwrap.dedent("""
     import sys, numpy as np, pyarrow.parquet as pq
     sys.path.insert(0, {root!r})
@@ -156,10 +198,12 @@ def main():
             print(f"generated {path}: {gen['bytes'] / 1e6:,.0f} MB of text, {gen['docs']:,} documents, "
                   f"{mb(os.path.getsize(path))} on disk, in {time.perf_counter() - t:.0f} s", flush=True)
             load = os.getloadavg()[0]
-            limits, runs = [], []  # (tokens/s, tokens per CPU s) samples; (workers, best run)
+            limits, runs = [], []  # (tokens/s, tokens per CPU s) samples; (workers, best run, ...)
             for workers in args.workers:
-                best = None
+                best, paired, ceilings = None, [], []
                 for _ in range(args.repeat):
+                    if workers > 1:
+                        ceilings.append(ceiling_rate(path, workers))
                     limits.append(limit_rate(path))
                     out_dir = os.path.join(work, "out")
                     r = measure([sys.executable, PREPARE, "--input", path, "--out-dir", out_dir,
@@ -167,26 +211,33 @@ def main():
                     with open(os.path.join(out_dir, "meta.json")) as f:
                         r = (*r[:-1], json.load(f))  # the run's meta.json instead of its stdout
                     tokens = r[-1]["train_tokens"] + r[-1]["val_tokens"]
-                    print(f"  limit {limits[-1][0] / 1e6:.2f} M tokens/s; prepare.py, {workers} workers: "
-                          f"{r[0]:.1f} s, {tokens / r[0] / 1e6:.2f} M tokens/s, peak RSS {mb(r[1])}", flush=True)
+                    paired.append(tokens / r[0] / (limits[-1][0] * workers))
+                    ceiling = f"; ceiling {ceilings[-1] / 1e6:.2f}" if ceilings else ""
+                    print(f"  limit {limits[-1][0] / 1e6:.2f} M tokens/s{ceiling}; prepare.py, {workers} workers: "
+                          f"{r[0]:.1f} s, {tokens / r[0] / 1e6:.2f} M tokens/s ({paired[-1]:.0%} of this limit "
+                          f"x {workers}), peak RSS {mb(r[1])}", flush=True)
                     best = r if best is None or r[0] < best[0] else best
-                runs.append((workers, best))
+                runs.append((workers, best, statistics.median(paired), max(ceilings, default=None)))
             limit, limit_cpu = max(x[0] for x in limits), max(x[1] for x in limits)
             print(f"  limit: encode_ordinary {limit / 1e6:.2f} M tokens/s in one process, {limit_cpu / 1e6:.2f} "
                   f"M tokens per CPU second (best of {len(limits)}; load average before: {load:.2f})", flush=True)
-            for workers, (wall, peak, pss, main_rss, cpu, meta) in runs:
+            for workers, (wall, peak, pss, main_rss, cpu, meta), paired, ceiling in runs:
                 tokens = meta["train_tokens"] + meta["val_tokens"]
+                if ceiling is not None:
+                    print(f"  ceiling, {workers} processes encoding at once: {ceiling / 1e6:.2f} M tokens/s "
+                          f"= {ceiling / (limit * workers):.0%} of the limit x {workers}", flush=True)
                 rows.append((f"{size:g} MB", f"prepare.py, {workers} worker{'s' * (workers > 1)}",
                              tokens / wall, meta["source"]["rows"] / wall, peak, pss, main_rss, cpu,
-                             tokens / wall / (limit * workers), tokens / meta["seconds"] / (limit * workers),
-                             tokens / cpu / limit_cpu))
+                             tokens / wall / (limit * workers), paired,
+                             tokens / meta["seconds"] / (limit * workers),
+                             None if ceiling is None else tokens / wall / ceiling, tokens / cpu / limit_cpu))
             if i == 0:
                 naive_out = os.path.join(work, "naive.bin")
                 wall, peak, pss, main_rss, cpu, out = measure(
                     [sys.executable, "-c", NAIVE.format(root=ROOT, path=path, out=naive_out)])
                 tokens, docs = map(int, out.split())
                 rows.append((f"{size:g} MB", "naive: read all, encode, concatenate", tokens / wall,
-                             docs / wall, peak, pss, main_rss, cpu, tokens / wall / limit, None,
+                             docs / wall, peak, pss, main_rss, cpu, tokens / wall / limit, None, None, None,
                              tokens / cpu / limit_cpu))
                 print(f"  naive: {wall:.1f} s, peak RSS {mb(peak)}", flush=True)
             os.remove(path)
@@ -194,11 +245,13 @@ def main():
         shutil.rmtree(work, ignore_errors=True)
 
     print("\n| text | program | M tokens/s | k docs/s | peak RSS, all processes | peak PSS, all | "
-          "peak RSS, main | CPU s | of limit x workers | same, without start-up | tokens per CPU s, of limit's |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for size, name, tps, dps, peak, pss, main_rss, cpu, share, steady, per_cpu in rows:
+          "peak RSS, main | CPU s | of limit x workers | paired | without start-up | of ceiling | "
+          "tokens per CPU s, of limit's |")
+    print("| --- | --- |" + " ---: |" * 11)
+    pct = lambda x: "" if x is None else f"{x:.0%}"  # noqa: E731
+    for size, name, tps, dps, peak, pss, main_rss, cpu, share, paired, steady, of_ceiling, per_cpu in rows:
         print(f"| {size} | {name} | {tps / 1e6:.2f} | {dps / 1e3:.1f} | {mb(peak)} | {mb(pss)} | "
-              f"{mb(main_rss)} | {cpu:.0f} | {share:.0%} | {'' if steady is None else f'{steady:.0%}'} | "
+              f"{mb(main_rss)} | {cpu:.0f} | {share:.0%} | {pct(paired)} | {pct(steady)} | {pct(of_ceiling)} | "
               f"{per_cpu:.0%} |")
     print(f"\nmachine: {os.cpu_count()} cores, shared with other jobs (load average now "
           f"{', '.join(f'{x:.2f}' for x in os.getloadavg())})")

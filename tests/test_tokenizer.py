@@ -125,6 +125,9 @@ def test_gpt2_from_bpe_file_and_from_a_seeded_cache_folder(tmp_path, no_gpt2_any
     crlf.write_bytes(copy.read_bytes().replace(b"\n", b"\r\n"))
     assert load_tokenizer("gpt2", bpe_file=str(crlf)).encode(SAMPLE) == load_tokenizer(
         "gpt2", bpe_file=str(copy)).encode(SAMPLE)
+    # the known file's one-pass parse gives exactly the ranks of the checked line-by-line parse
+    fast, checked = tokenizer.read_gpt2_ranks(str(copy)), tokenizer.read_gpt2_ranks(str(crlf))
+    assert len(fast) == 50256 and fast == checked
     # a file under tiktoken's cache name in TIKTOKEN_CACHE_DIR is found without --bpe-file
     cache = tmp_path / "cache"
     cache.mkdir()

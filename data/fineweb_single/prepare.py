@@ -363,6 +363,7 @@ def tokenize_batch(batch, where, dtype):
     document's UTF-8 text, number of null texts, number of empty or blank texts)."""
     path, first_row = where
     texts = texts_of(batch, path, first_row)
+    encode, blake2b = _tokenizer.encode_to_numpy, hashlib.blake2b  # local names: a hot loop
     eot = np.array([_tokenizer.eot_token], dtype=np.uint32)
     pieces, lengths, digests = [], [], []
     n_null = n_empty = 0
@@ -371,7 +372,7 @@ def tokenize_batch(batch, where, dtype):
             n_null += 1
             continue
         try:
-            if isinstance(text, bytes):  # a binary column
+            if type(text) is bytes:  # a binary column
                 text = text.decode("utf-8")
             data = text.encode("utf-8")
         except UnicodeError:
@@ -380,11 +381,13 @@ def tokenize_batch(batch, where, dtype):
         if not data or text.isspace():
             n_empty += 1
             continue
-        digests.append(hashlib.blake2b(data, digest_size=8).digest())
-        ids = _tokenizer.encode_to_numpy(text)
-        pieces += (eot, ids)
+        digests.append(blake2b(data, digest_size=8).digest())
+        ids = encode(text)
+        pieces.append(eot)
+        pieces.append(ids)
         lengths.append(len(ids) + 1)
-    tokens = np.concatenate(pieces).astype(dtype) if pieces else np.zeros(0, dtype=dtype)
+    # one pass from the uint32 pieces to the file's dtype (ids were checked to fit by token_dtype)
+    tokens = np.concatenate(pieces, dtype=dtype, casting="unsafe") if pieces else np.zeros(0, dtype=dtype)
     hashes = np.frombuffer(b"".join(digests), dtype="<u8").astype(np.uint64)  # little-endian, as meta.json says
     return tokens, np.array(lengths, dtype=np.int64), hashes, n_null, n_empty
 
