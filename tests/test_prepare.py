@@ -2,6 +2,7 @@
 import concurrent.futures
 import hashlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -149,10 +150,34 @@ def test_uint32_output(fixture_parquet, tmp_path):
         prepare.token_dtype(100_000, "uint16")
 
 
-def test_val_docs_asks_for_about_that_many(fixture_parquet, tmp_path):
-    meta = run(fixture_parquet, tmp_path, "--val-docs", "50")
-    assert meta["val_fraction"] == 50 / len(TEXTS) and meta["val_docs_requested"] == 50
-    assert 30 <= meta["val_docs"] <= 70
+def text_hash(text):
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+def test_val_docs_gives_exactly_that_many_distinct_texts(fixture_parquet, tmp_path):
+    distinct = sorted(set(KEPT), key=text_hash)
+    for workers, dedup in ((0, "--dedup"), (2, "--dedup"), (2, "--batch-rows=7")):
+        out = tmp_path / f"{workers}{dedup}"
+        meta = run(fixture_parquet, out, "--val-docs", "50", dedup, workers=workers)
+        val = documents(out, "val")
+        assert sorted(set(val)) == sorted(distinct[:50])  # the 50 smallest hashes, the rule restated
+        assert meta["split"]["threshold"] == text_hash(distinct[50]) and meta["val_docs_requested"] == 50
+        assert meta["val_docs"] == len(val) == (50 if dedup == "--dedup" else len([t for t in KEPT if t in val]))
+        assert set(documents(out, "train")) == set(distinct[50:])
+    # without --dedup the copies of a val text are in val too: so more than 50 documents here
+    copies = [t for t in KEPT if text_hash(t) < text_hash(distinct[50])]
+    assert meta["val_docs"] == len(copies) >= 50
+
+
+def test_a_val_docs_too_large_fails_before_an_old_dataset_is_touched(fixture_parquet, tmp_path):
+    run(fixture_parquet, tmp_path)
+    before = {name: (tmp_path / name).read_bytes() for name in ("meta.json", "train.bin", "val.bin")}
+    n = len(set(KEPT))
+    with pytest.raises(UserError, match=f"--val-docs {n} but the input has only {n} distinct non-empty "
+                                        f"documents, and training needs some; ask for fewer"):
+        run(fixture_parquet, tmp_path, "--val-docs", str(n), "--force")
+    assert {name: (tmp_path / name).read_bytes() for name in before} == before
+    assert read_dataset_meta(str(tmp_path))["val_fraction"] == 0.2
 
 
 @needs_gpt2
@@ -339,7 +364,8 @@ def bad_inputs(tmp_path, good):
         ([str(tmp_path / "nothing*.parquet")], r"no file matches .*nothing\*\.parquet"),
         ([str(tmp_path / "tiny.parquet"), "--val-fraction", "0.0005"],
          r"--val-fraction 0\.0005 of 3 documents leaves the validation split empty"),
-        ([str(tmp_path / "tiny.parquet"), "--val-docs", "3"], r"--val-docs 3 but the input has only 3 documents"),
+        ([str(tmp_path / "tiny.parquet"), "--val-docs", "3"],
+         r"--val-docs 3 but the input has only 3 distinct non-empty documents"),
     ]
 
 
@@ -388,3 +414,16 @@ def test_command_line_error_is_one_line_without_traceback(tmp_path):
     assert out.returncode == 2
     assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_progress_bar_shows_documents_per_second_tokens_per_second_and_eta(fixture_parquet, tmp_path):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "data", "fineweb_single", "prepare.py"),
+                          "--input", fixture_parquet, "--out-dir", str(tmp_path / "o"), "--tokenizer", "byte",
+                          "--workers", "1", "--val-fraction", "0.2", "--batch-rows", "16"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    final = out.stderr.replace("\r", "\n").strip().splitlines()[-1]  # the bar as left at the end
+    # e.g. "tokenizing: 100%|██████████| 230/230 [00:00<00:00, 1.15kdoc/s, 127k tok/s]"
+    rows = len(TEXTS)
+    assert re.fullmatch(rf"tokenizing: 100%\|\S+\| {rows}/{rows} \[\d\d:\d\d<00:00, +[\d.]+k?doc/s, "
+                        rf"[\d.]+[kM]? tok/s\]", final.strip()), final

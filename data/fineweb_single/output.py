@@ -64,7 +64,7 @@ def token_dtype(n_vocab, choice="auto"):
     return np.dtype("<u2")
 
 
-def dataset_meta(sources, sha256s, tok, dtype, counts, dedup, val_fraction):
+def dataset_meta(sources, sha256s, tok, dtype, counts, dedup, val_threshold):
     return {
         "tokenizer": tok.info(),
         "dtype": "uint16" if dtype.itemsize == 2 else "uint32",
@@ -82,10 +82,10 @@ def dataset_meta(sources, sha256s, tok, dtype, counts, dedup, val_fraction):
         "skipped": {"empty": counts.empty, "null": counts.null, "duplicate": counts.duplicates_dropped},
         "duplicates_found": counts.duplicates_found,
         "dedup": dedup,
-        "val_fraction": val_fraction,
-        "split": {"method": "hash", "unit": "document",
+        "val_fraction": val_threshold / 2 ** 64,
+        "split": {"method": "hash", "unit": "document", "threshold": val_threshold,
                   "rule": "val when the first 8 bytes of blake2b(UTF-8 text), little-endian, "
-                          "are below val_fraction * 2**64"},
+                          "are below threshold (val_fraction * 2**64)"},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(counts.seconds, 2),
         "prepare_version": PREPARE_VERSION,

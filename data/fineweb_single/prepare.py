@@ -12,9 +12,10 @@ file in memory); a pool of --workers processes tokenizes them, and the main proc
 results in input order, so the output does not depend on the number of workers. A parquet
 task names whole row groups (FineWeb's hold 1000 rows), which the worker reads and decodes
 itself: the text never passes through the main process, which only routes and writes tokens.
-A document goes to the validation split when the 64-bit blake2b hash of its text falls below
-val_fraction * 2^64: the split is the same on every rerun and whatever the worker count, and
-identical texts always land in the same split. Exact duplicates (same hash) are counted, and dropped with --dedup.
+A document goes to the validation split when the 64-bit blake2b hash of its text falls below a
+threshold: val_fraction * 2^64, or with --val-docs N the hash that comes after the N smallest (a
+first pass hashes every document, so val.bin gets exactly N distinct texts). The split is the
+same on every rerun and whatever the worker count, and identical texts always land in the same split. Exact duplicates (same hash) are counted, and dropped with --dedup.
 The .bin files are written under temporary names and renamed at the end, meta.json last, so
 a folder without meta.json is an unfinished preparation.
 """
@@ -73,7 +74,8 @@ def parse_args(argv=None):
                    help="tokenizing processes (default: all cores; 0 = in this process)")
     split = p.add_mutually_exclusive_group()
     split.add_argument("--val-fraction", type=float, help="share of documents in val.bin (default 0.0005)")
-    split.add_argument("--val-docs", type=int, help="about this many documents in val.bin instead")
+    split.add_argument("--val-docs", type=int,
+                       help="exactly this many distinct documents in val.bin instead (one more pass to hash them)")
     p.add_argument("--dedup", action="store_true", help="drop exact duplicate documents (always counted)")
     p.add_argument("--dtype", choices=("auto", "uint16", "uint32"), default="auto",
                    help="token id type in the .bin files (auto: uint16 when the vocabulary fits)")
@@ -124,44 +126,67 @@ def main(argv=None):
     sources = [Source(path, args.text_column) for path in find_input_files(args.input)]
     tok = load_tokenizer(args.tokenizer, args.bpe_file)
     dtype = token_dtype(tok.n_vocab, args.dtype)
-    val_fraction = resolve_val_fraction(sources, args.val_fraction, args.val_docs)
     request = {"files": [[os.path.basename(s.path), s.size] for s in sources],
-               "text_column": args.text_column, "tokenizer": tok.name, "dtype": str(dtype),
-               "dedup": args.dedup, "val_fraction": val_fraction}
+               "text_column": args.text_column, "tokenizer": tok.name, "dtype": str(dtype), "dedup": args.dedup,
+               **({"val_docs": args.val_docs} if args.val_docs is not None else {"val_fraction": args.val_fraction})}
     meta = existing_meta(args.out_dir)
-    if meta is not None:
-        if args.force:
-            os.remove(os.path.join(args.out_dir, "meta.json"))  # first: unfinished from here on
-        elif meta.get("request") == request:
+    if meta is not None and not args.force:
+        if meta.get("request") == request:
             print(f"{args.out_dir} is already prepared from the same input (use --force to rebuild it)")
             return
-        else:
-            raise UserError(f"{args.out_dir} holds a dataset prepared from other input or settings; "
-                            f"pass --force to replace it, or --out-dir to write elsewhere")
+        raise UserError(f"{args.out_dir} holds a dataset prepared from other input or settings; "
+                        f"pass --force to replace it, or --out-dir to write elsewhere")
+    # before the old dataset is touched: a --val-docs too large for the input fails here
+    if args.val_docs is not None:
+        threshold = val_docs_threshold(sources, args.val_docs, workers=args.workers, tokenizer_info=tok.info(),
+                                       bpe_file=args.bpe_file, batch_rows=args.batch_rows)
+    else:
+        threshold = val_fraction_threshold(sources, args.val_fraction)
+    if meta is not None:  # --force: unfinished from here on
+        os.remove(os.path.join(args.out_dir, "meta.json"))
 
     counts = prepare(sources, tok, args.out_dir, dtype=dtype, workers=args.workers,
-                     bpe_file=args.bpe_file, dedup=args.dedup, val_fraction=val_fraction,
+                     bpe_file=args.bpe_file, dedup=args.dedup, val_threshold=threshold,
                      batch_rows=args.batch_rows,
                      extra_meta={"request": request, "val_docs_requested": args.val_docs})
     print(summary(args.out_dir, counts, args.dedup))
 
 
-def resolve_val_fraction(sources, val_fraction, val_docs):
-    """The hash threshold as a fraction; --val-docs N becomes N / documents."""
-    rows = sum(s.count_rows() for s in sources) if val_docs is not None else (
-        sum(s.rows for s in sources) if all(s.rows is not None for s in sources) else None)
+def val_fraction_threshold(sources, val_fraction):
+    """The hash threshold for --val-fraction, checked to leave the validation split a document."""
+    rows = sum(s.rows for s in sources) if all(s.rows is not None for s in sources) else None
     if rows == 0:
-        names = ", ".join(os.path.basename(s.path) for s in sources)
-        raise UserError(f"the input has no documents ({names}: 0 rows); give a file with text in it")
-    if val_docs is not None:
-        if val_docs >= rows:
-            raise UserError(f"--val-docs {val_docs} but the input has only {rows} documents; ask for fewer")
-        return val_docs / rows
-    if rows is not None:
-        if rows * val_fraction < 1:
-            raise UserError(f"--val-fraction {val_fraction:g} of {rows} documents leaves the validation "
-                            f"split empty; use a larger --val-fraction or --val-docs N")
-    return val_fraction
+        raise no_documents(sources, "0 rows")
+    if rows is not None and rows * val_fraction < 1:
+        raise UserError(f"--val-fraction {val_fraction:g} of {rows} documents leaves the validation "
+                        f"split empty; use a larger --val-fraction or --val-docs N")
+    return min(int(val_fraction * 2.0 ** 64), 2 ** 64 - 1)
+
+
+def val_docs_threshold(sources, val_docs, *, workers, tokenizer_info, bpe_file=None, batch_rows=1024):
+    """The hash threshold that puts exactly val_docs distinct texts in val: one pass hashes every
+    document (reading and hashing cost ~10% of tokenizing), and the threshold is the hash just
+    above the val_docs smallest distinct ones."""
+    tasks = ((texts, (s.path, first)) for s in sources for first, texts in s.batches(batch_rows))
+    total_rows = sum(s.rows for s in sources) if all(s.rows is not None for s in sources) else None
+    hashes = []
+    with worker_pool(workers, tokenizer_info, bpe_file) as pool:
+        with tqdm(total=total_rows, unit="doc", unit_scale=True, desc="hashing for --val-docs", mininterval=0.5) as bar:
+            for n_rows, batch_hashes in ordered_results(pool, tasks, 2 * max(workers, 1) + 1, hash_batch):
+                hashes.append(batch_hashes)
+                bar.update(n_rows)
+    distinct = np.unique(np.concatenate(hashes)) if hashes else np.empty(0, dtype=np.uint64)
+    if len(distinct) == 0:
+        raise no_documents(sources, "only null or blank texts")
+    if val_docs >= len(distinct):
+        raise UserError(f"--val-docs {val_docs} but the input has only {len(distinct)} distinct non-empty "
+                        f"documents, and training needs some; ask for fewer")
+    return int(distinct[val_docs])
+
+
+def no_documents(sources, why):
+    names = ", ".join(os.path.basename(s.path) for s in sources)
+    return UserError(f"the input has no documents ({names}: {why}); give a file with text in it")
 
 
 def existing_meta(out_dir):
@@ -200,11 +225,12 @@ class Counts:
 
 
 def prepare(sources, tok, out_dir, *, dtype, workers, bpe_file=None, dedup=False,
-            val_fraction=0.0005, batch_rows=1024, extra_meta=None):
-    """Tokenize `sources` into out_dir/{train,val}.bin and write meta.json; return the Counts."""
+            val_threshold=2 ** 54, batch_rows=1024, extra_meta=None):
+    """Tokenize `sources` into out_dir/{train,val}.bin and write meta.json; return the Counts.
+    A document goes to val when its text hash is below val_threshold (default: 1/1024 of them)."""
     counts = Counts()
     seen = SeenHashes()
-    val_below = np.uint64(min(int(val_fraction * 2.0 ** 64), 2 ** 64 - 1))
+    val_below = np.uint64(val_threshold)
     total_rows = sum(s.rows for s in sources) if all(s.rows is not None for s in sources) else None
     tasks = ((texts, (s.path, first), dtype)
              for s in sources for first, texts in s.batches(batch_rows))
@@ -227,7 +253,7 @@ def prepare(sources, tok, out_dir, *, dtype, workers, bpe_file=None, dedup=False
                                 f"kept in all); adjust --val-fraction / --val-docs or give more text")
             digests = hashes.result()
             counts.seconds = time.perf_counter() - start
-            meta = dataset_meta(sources, digests, tok, dtype, counts, dedup, val_fraction)
+            meta = dataset_meta(sources, digests, tok, dtype, counts, dedup, val_threshold)
             meta.update(extra_meta or {})
             writer.finish(meta)
     except BaseException:
@@ -317,16 +343,17 @@ def start_method():
     return "fork" if sys.platform.startswith("linux") else "spawn"
 
 
-def ordered_results(pool, tasks, window):
-    """(rows, tokenize_batch(*task)) for each task, in task order, with at most `window` tasks
-    in flight: memory stays bounded however large the input (Pool.imap would read it all)."""
+def ordered_results(pool, tasks, window, work=None):
+    """(rows, work(*task)) for each task (by default tokenize_batch), in task order, with at most
+    `window` tasks in flight: memory stays bounded however large the input (Pool.imap would read it all)."""
+    work = work or tokenize_batch
     if pool is None:
         for task in tasks:
-            yield len(task[0]), tokenize_batch(*task)
+            yield len(task[0]), work(*task)
         return
     pending = collections.deque()
     for task in tasks:
-        pending.append((len(task[0]), pool.submit(tokenize_batch, *task)))
+        pending.append((len(task[0]), pool.submit(work, *task)))
         if len(pending) >= window:
             rows, future = pending.popleft()
             yield rows, future.result()
@@ -356,18 +383,12 @@ def exit_with_parent(parent):
     os._exit(1)
 
 
-def tokenize_batch(batch, where, dtype):
-    """Tokenize a batch of documents, each after an end-of-text token.
-
-    Returns (tokens, token count of each kept document, 64-bit blake2b hash of each kept
-    document's UTF-8 text, number of null texts, number of empty or blank texts)."""
+def kept_documents(batch, where):
+    """The documents of a batch that are neither null nor blank, as (text, its UTF-8 bytes),
+    and the numbers of null and of empty or blank texts."""
     path, first_row = where
-    texts = texts_of(batch, path, first_row)
-    encode, blake2b = _tokenizer.encode_to_numpy, hashlib.blake2b  # local names: a hot loop
-    eot = np.array([_tokenizer.eot_token], dtype=np.uint32)
-    pieces, lengths, digests = [], [], []
-    n_null = n_empty = 0
-    for i, text in enumerate(texts):
+    kept, n_null, n_empty = [], 0, 0
+    for i, text in enumerate(texts_of(batch, path, first_row)):
         if text is None:
             n_null += 1
             continue
@@ -381,14 +402,39 @@ def tokenize_batch(batch, where, dtype):
         if not data or text.isspace():
             n_empty += 1
             continue
-        digests.append(blake2b(data, digest_size=8).digest())
+        kept.append((text, data))
+    return kept, n_null, n_empty
+
+
+def text_hashes(datas):
+    """64-bit blake2b of each UTF-8 text, read little-endian (as meta.json says)."""
+    blake2b = hashlib.blake2b
+    digests = b"".join([blake2b(data, digest_size=8).digest() for data in datas])
+    return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
+
+
+def hash_batch(batch, where):
+    """The text hashes of a batch's kept documents (the first pass of --val-docs)."""
+    return text_hashes(data for _, data in kept_documents(batch, where)[0])
+
+
+def tokenize_batch(batch, where, dtype):
+    """Tokenize a batch of documents, each after an end-of-text token.
+
+    Returns (tokens, token count of each kept document, 64-bit blake2b hash of each kept
+    document's UTF-8 text, number of null texts, number of empty or blank texts)."""
+    kept, n_null, n_empty = kept_documents(batch, where)
+    encode = _tokenizer.encode_to_numpy
+    eot = np.array([_tokenizer.eot_token], dtype=np.uint32)
+    pieces, lengths = [], []
+    for text, _ in kept:
         ids = encode(text)
         pieces.append(eot)
         pieces.append(ids)
         lengths.append(len(ids) + 1)
     # one pass from the uint32 pieces to the file's dtype (ids were checked to fit by token_dtype)
     tokens = np.concatenate(pieces, dtype=dtype, casting="unsafe") if pieces else np.zeros(0, dtype=dtype)
-    hashes = np.frombuffer(b"".join(digests), dtype="<u8").astype(np.uint64)  # little-endian, as meta.json says
+    hashes = text_hashes(data for _, data in kept)
     return tokens, np.array(lengths, dtype=np.int64), hashes, n_null, n_empty
 
 
