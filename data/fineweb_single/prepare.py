@@ -384,10 +384,12 @@ def exit_with_parent(parent):
 
 
 def kept_documents(batch, where):
-    """The documents of a batch that are neither null nor blank, as (text, its UTF-8 bytes),
-    and the numbers of null and of empty or blank texts."""
+    """The texts of a batch that are neither null nor blank, the 64-bit blake2b hash of each
+    one's UTF-8 bytes (read little-endian, as meta.json says), and the numbers of null and of
+    empty or blank texts."""
     path, first_row = where
-    kept, n_null, n_empty = [], 0, 0
+    blake2b = hashlib.blake2b
+    kept, digests, n_null, n_empty = [], [], 0, 0
     for i, text in enumerate(texts_of(batch, path, first_row)):
         if text is None:
             n_null += 1
@@ -402,20 +404,15 @@ def kept_documents(batch, where):
         if not data or text.isspace():
             n_empty += 1
             continue
-        kept.append((text, data))
-    return kept, n_null, n_empty
-
-
-def text_hashes(datas):
-    """64-bit blake2b of each UTF-8 text, read little-endian (as meta.json says)."""
-    blake2b = hashlib.blake2b
-    digests = b"".join([blake2b(data, digest_size=8).digest() for data in datas])
-    return np.frombuffer(digests, dtype="<u8").astype(np.uint64)
+        kept.append(text)
+        digests.append(blake2b(data, digest_size=8).digest())
+    hashes = np.frombuffer(b"".join(digests), dtype="<u8").astype(np.uint64)
+    return kept, hashes, n_null, n_empty
 
 
 def hash_batch(batch, where):
     """The text hashes of a batch's kept documents (the first pass of --val-docs)."""
-    return text_hashes(data for _, data in kept_documents(batch, where)[0])
+    return kept_documents(batch, where)[1]
 
 
 def tokenize_batch(batch, where, dtype):
@@ -423,18 +420,17 @@ def tokenize_batch(batch, where, dtype):
 
     Returns (tokens, token count of each kept document, 64-bit blake2b hash of each kept
     document's UTF-8 text, number of null texts, number of empty or blank texts)."""
-    kept, n_null, n_empty = kept_documents(batch, where)
+    texts, hashes, n_null, n_empty = kept_documents(batch, where)
     encode = _tokenizer.encode_to_numpy
     eot = np.array([_tokenizer.eot_token], dtype=np.uint32)
     pieces, lengths = [], []
-    for text, _ in kept:
+    for text in texts:
         ids = encode(text)
         pieces.append(eot)
         pieces.append(ids)
         lengths.append(len(ids) + 1)
     # one pass from the uint32 pieces to the file's dtype (ids were checked to fit by token_dtype)
     tokens = np.concatenate(pieces, dtype=dtype, casting="unsafe") if pieces else np.zeros(0, dtype=dtype)
-    hashes = text_hashes(data for _, data in kept)
     return tokens, np.array(lengths, dtype=np.int64), hashes, n_null, n_empty
 
 
