@@ -120,12 +120,6 @@ class Source:
                     self._jsonl_text(line, line_number)  # the first record shows column and format
                     return
 
-    def count_rows(self):
-        """Number of documents (empty and null ones included); reads text files once."""
-        if self.rows is None:
-            self.rows = sum(len(texts) for _, texts in self.batches(4096))
-        return self.rows
-
     def batches(self, batch_rows):
         """Yield (first row number, texts) with at most batch_rows texts each: a list, or for
         parquet an Arrow array or a ParquetRows (texts_of makes either a list); a text is a
