@@ -16,7 +16,8 @@ documents like FineWeb's files), it measures in one run:
 - the ceiling: as many encode_ordinary processes as workers, on the same texts at the same
   time, with nothing else to do. On this 2-core machine two such processes run ~4-7% slower
   each than one alone (they share caches and the host), which the limit does not count;
-- paired: each run against the limit sampled right before it, the median of those ratios;
+- paired: each run against the mean of the limits sampled right before and right after it, the
+  median of those ratios (the fairest figure on a machine whose speed drifts);
 - tokens per CPU second (all processes, start-up included) over the limit's: the share of the
   CPU that goes to tokenizing, which a busy machine does not distort as much as wall time;
 - a naive baseline: read the whole table, encode sequentially, np.concatenate (first file only:
@@ -175,6 +176,20 @@ NAIVE = textwrap.dedent("""
 """)
 
 
+def marginal(best_runs, limits):
+    """From the smallest and the largest file: the rate of the extra tokens (the steady rate, free
+    of start-up and finishing) and the fixed cost per run, against the median and best limit."""
+    for workers, runs in best_runs.items():
+        if len(runs) < 2:
+            continue
+        (t0, w0), (t1, w1) = min(runs), max(runs)
+        rate = (t1 - t0) / (w1 - w0)
+        median, best = statistics.median(limits), max(limits)
+        print(f"marginal, {workers} worker{'s' * (workers > 1)}: {rate / 1e6:.2f} M tokens/s = "
+              f"{rate / (median * workers):.0%} of the median limit x {workers} ({rate / (best * workers):.0%} "
+              f"of the best); fixed cost {w0 - t0 / rate:.2f} s per run")
+
+
 def mb(n):
     return f"{n / 2**20:,.0f} MiB"
 
@@ -190,6 +205,7 @@ def main():
         raise SystemExit("GPT-2 ranks not cached: run .ci/seed_tiktoken.sh first")
     work = tempfile.mkdtemp(prefix="bench_prepare_", dir=args.tmp)
     rows = []
+    every_limit, best_runs = [], {}  # all limit samples; workers -> [(tokens, wall seconds)], one per file
     try:
         for i, size in enumerate(args.sizes_mb):
             path = os.path.join(work, f"text_{size:g}mb.parquet")
@@ -201,28 +217,33 @@ def main():
             limits, runs = [], []  # (tokens/s, tokens per CPU s) samples; (workers, best run, ...)
             for workers in args.workers:
                 best, paired, ceilings = None, [], []
+                limits.append(limit_rate(path))
                 for _ in range(args.repeat):
                     if workers > 1:
                         ceilings.append(ceiling_rate(path, workers))
-                    limits.append(limit_rate(path))
+                    before = limits[-1][0]
                     out_dir = os.path.join(work, "out")
                     r = measure([sys.executable, PREPARE, "--input", path, "--out-dir", out_dir,
                                  "--workers", str(workers), "--force"])
                     with open(os.path.join(out_dir, "meta.json")) as f:
                         r = (*r[:-1], json.load(f))  # the run's meta.json instead of its stdout
                     tokens = r[-1]["train_tokens"] + r[-1]["val_tokens"]
-                    paired.append(tokens / r[0] / (limits[-1][0] * workers))
+                    limits.append(limit_rate(path))
+                    around = (before + limits[-1][0]) / 2  # the machine's speed drifts: both sides of the run
+                    paired.append(tokens / r[0] / (around * workers))
                     ceiling = f"; ceiling {ceilings[-1] / 1e6:.2f}" if ceilings else ""
-                    print(f"  limit {limits[-1][0] / 1e6:.2f} M tokens/s{ceiling}; prepare.py, {workers} workers: "
-                          f"{r[0]:.1f} s, {tokens / r[0] / 1e6:.2f} M tokens/s ({paired[-1]:.0%} of this limit "
-                          f"x {workers}), peak RSS {mb(r[1])}", flush=True)
+                    print(f"  limit {before / 1e6:.2f} before, {limits[-1][0] / 1e6:.2f} after{ceiling}; prepare.py, "
+                          f"{workers} workers: {r[0]:.1f} s, {tokens / r[0] / 1e6:.2f} M tokens/s ({paired[-1]:.0%} "
+                          f"of the mean limit x {workers}), peak RSS {mb(r[1])}", flush=True)
                     best = r if best is None or r[0] < best[0] else best
                 runs.append((workers, best, statistics.median(paired), max(ceilings, default=None)))
             limit, limit_cpu = max(x[0] for x in limits), max(x[1] for x in limits)
             print(f"  limit: encode_ordinary {limit / 1e6:.2f} M tokens/s in one process, {limit_cpu / 1e6:.2f} "
                   f"M tokens per CPU second (best of {len(limits)}; load average before: {load:.2f})", flush=True)
+            every_limit += [x[0] for x in limits]
             for workers, (wall, peak, pss, main_rss, cpu, meta), paired, ceiling in runs:
                 tokens = meta["train_tokens"] + meta["val_tokens"]
+                best_runs.setdefault(workers, []).append((tokens, wall))
                 if ceiling is not None:
                     print(f"  ceiling, {workers} processes encoding at once: {ceiling / 1e6:.2f} M tokens/s "
                           f"= {ceiling / (limit * workers):.0%} of the limit x {workers}", flush=True)
@@ -253,6 +274,7 @@ def main():
         print(f"| {size} | {name} | {tps / 1e6:.2f} | {dps / 1e3:.1f} | {mb(peak)} | {mb(pss)} | "
               f"{mb(main_rss)} | {cpu:.0f} | {share:.0%} | {pct(paired)} | {pct(steady)} | {pct(of_ceiling)} | "
               f"{per_cpu:.0%} |")
+    marginal(best_runs, every_limit)
     print(f"\nmachine: {os.cpu_count()} cores, shared with other jobs (load average now "
           f"{', '.join(f'{x:.2f}' for x in os.getloadavg())})")
 

@@ -427,3 +427,21 @@ def test_progress_bar_shows_documents_per_second_tokens_per_second_and_eta(fixtu
     rows = len(TEXTS)
     assert re.fullmatch(rf"tokenizing: 100%\|\S+\| {rows}/{rows} \[\d\d:\d\d<00:00, +[\d.]+k?doc/s, "
                         rf"[\d.]+[kM]? tok/s\]", final.strip()), final
+
+
+def test_workers_run_under_a_profiler_and_with_spawn(fixture_parquet, tmp_path, monkeypatch):
+    """The pool pickles its functions by an importable name, whatever started prepare.py: under
+    cProfile the script's own module is not __main__ (a worker used to wait forever), and spawn
+    (macOS, Windows) starts each worker from scratch."""
+    reference = run(fixture_parquet, tmp_path / "reference")
+    out = subprocess.run([sys.executable, "-m", "cProfile", "-o", str(tmp_path / "prof"),
+                          os.path.join(ROOT, "data", "fineweb_single", "prepare.py"), "--input", fixture_parquet,
+                          "--out-dir", str(tmp_path / "profiled"), "--tokenizer", "byte", "--workers", "2",
+                          "--val-fraction", "0.2", "--batch-rows", "16"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    monkeypatch.setattr(prepare, "start_method", lambda: "spawn")
+    run(fixture_parquet, tmp_path / "spawned", "--batch-rows", "16", workers=2)
+    for name in ("profiled", "spawned"):
+        assert (tmp_path / name / "train.bin").read_bytes() == (tmp_path / "reference" / "train.bin").read_bytes()
+        assert read_dataset_meta(str(tmp_path / name))["train_tokens"] == reference["train_tokens"]

@@ -24,12 +24,9 @@ import collections
 import concurrent.futures
 import contextlib
 import dataclasses
-import hashlib
 import multiprocessing
 import os
-import signal
 import sys
-import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -41,7 +38,8 @@ from tqdm import tqdm  # noqa: E402
 
 from data.fineweb_single import demo_corpus  # noqa: E402
 from data.fineweb_single.output import DatasetWriter, dataset_meta, token_dtype  # noqa: E402
-from data.fineweb_single.sources import FileHasher, Source, find_input_files, texts_of  # noqa: E402
+from data.fineweb_single.sources import FileHasher, Source, find_input_files  # noqa: E402
+from data.fineweb_single.tokenize_worker import hash_batch, init_worker, tokenize_batch  # noqa: E402
 from errors import UserError, exit_on_user_error  # noqa: E402
 from facts import read_dataset_meta  # noqa: E402
 from tokenizer import TOKENIZERS, load_tokenizer  # noqa: E402
@@ -360,78 +358,6 @@ def ordered_results(pool, tasks, window, work=None):
     while pending:
         rows, future = pending.popleft()
         yield rows, future.result()
-
-
-# -----------------------------------------------------------------------------
-# the worker side
-
-_tokenizer = None
-
-
-def init_worker(tokenizer_info, bpe_file, ignore_sigint=True):
-    global _tokenizer
-    if ignore_sigint:  # a worker process: Ctrl-C is handled once, by the main process
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        threading.Thread(target=exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    _tokenizer = load_tokenizer(tokenizer_info, bpe_file)
-
-
-def exit_with_parent(parent):
-    """A worker whose main process was killed would wait for tasks forever: leave instead."""
-    while os.getppid() == parent:
-        time.sleep(1)
-    os._exit(1)
-
-
-def kept_documents(batch, where):
-    """The texts of a batch that are neither null nor blank, the 64-bit blake2b hash of each
-    one's UTF-8 bytes (read little-endian, as meta.json says), and the numbers of null and of
-    empty or blank texts."""
-    path, first_row = where
-    blake2b = hashlib.blake2b
-    kept, digests, n_null, n_empty = [], [], 0, 0
-    for i, text in enumerate(texts_of(batch, path, first_row)):
-        if text is None:
-            n_null += 1
-            continue
-        try:
-            if type(text) is bytes:  # a binary column
-                text = text.decode("utf-8")
-            data = text.encode("utf-8")
-        except UnicodeError:
-            raise UserError(f"{path} row {first_row + i}: the text is not valid UTF-8; "
-                            f"repair or drop that document")
-        if not data or text.isspace():
-            n_empty += 1
-            continue
-        kept.append(text)
-        digests.append(blake2b(data, digest_size=8).digest())
-    hashes = np.frombuffer(b"".join(digests), dtype="<u8").astype(np.uint64)
-    return kept, hashes, n_null, n_empty
-
-
-def hash_batch(batch, where):
-    """The text hashes of a batch's kept documents (the first pass of --val-docs)."""
-    return kept_documents(batch, where)[1]
-
-
-def tokenize_batch(batch, where, dtype):
-    """Tokenize a batch of documents, each after an end-of-text token.
-
-    Returns (tokens, token count of each kept document, 64-bit blake2b hash of each kept
-    document's UTF-8 text, number of null texts, number of empty or blank texts)."""
-    texts, hashes, n_null, n_empty = kept_documents(batch, where)
-    encode = _tokenizer.encode_to_numpy
-    eot = np.array([_tokenizer.eot_token], dtype=np.uint32)
-    pieces, lengths = [], []
-    for text in texts:
-        ids = encode(text)
-        pieces.append(eot)
-        pieces.append(ids)
-        lengths.append(len(ids) + 1)
-    # one pass from the uint32 pieces to the file's dtype (ids were checked to fit by token_dtype)
-    tokens = np.concatenate(pieces, dtype=dtype, casting="unsafe") if pieces else np.zeros(0, dtype=dtype)
-    return tokens, np.array(lengths, dtype=np.int64), hashes, n_null, n_empty
 
 
 def summary(out_dir, counts, dedup):
