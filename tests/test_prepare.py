@@ -416,17 +416,49 @@ def test_command_line_error_is_one_line_without_traceback(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def as_jsonl_and_txt(tmp_path, texts):
+    """The same documents as a .jsonl and a .txt file (the .txt cannot hold null or blank ones)."""
+    import json
+    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    kept = [t for t in texts if t and not t.isspace() and "<|endoftext|>" not in t]
+    (tmp_path / "docs.txt").write_text("\n<|endoftext|>\n".join(t.strip("\r\n") for t in kept) + "\n")
+    return str(tmp_path / "docs.jsonl"), str(tmp_path / "docs.txt")
+
+
 def test_progress_bar_shows_documents_per_second_tokens_per_second_and_eta(fixture_parquet, tmp_path):
-    out = subprocess.run([sys.executable, os.path.join(ROOT, "data", "fineweb_single", "prepare.py"),
-                          "--input", fixture_parquet, "--out-dir", str(tmp_path / "o"), "--tokenizer", "byte",
-                          "--workers", "1", "--val-fraction", "0.2", "--batch-rows", "16"],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, out.stderr
-    final = out.stderr.replace("\r", "\n").strip().splitlines()[-1]  # the bar as left at the end
-    # e.g. "tokenizing: 100%|██████████| 230/230 [00:00<00:00, 1.15kdoc/s, 127k tok/s]"
-    rows = len(TEXTS)
-    assert re.fullmatch(rf"tokenizing: 100%\|\S+\| {rows}/{rows} \[\d\d:\d\d<00:00, +[\d.]+k?doc/s, "
-                        rf"[\d.]+[kM]? tok/s\]", final.strip()), final
+    jsonl, txt = as_jsonl_and_txt(tmp_path, TEXTS)
+    for path in (fixture_parquet, jsonl, txt):
+        out = subprocess.run([sys.executable, os.path.join(ROOT, "data", "fineweb_single", "prepare.py"),
+                              "--input", path, "--out-dir", str(tmp_path / "o"), "--tokenizer", "byte",
+                              "--workers", "1", "--val-fraction", "0.2", "--batch-rows", "16", "--force"],
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        final = out.stderr.replace("\r", "\n").strip().splitlines()[-1]  # the bar as left at the end
+        # e.g. "tokenizing: 100%|██████████| 230/230 [00:00<00:00, 1.15kdoc/s, 127k tok/s]"
+        rows = read_dataset_meta(str(tmp_path / "o"))["source"]["rows"]
+        assert re.fullmatch(rf"tokenizing: 100%\|\S+\| {rows}/{rows} \[\d\d:\d\d<00:00, +[\d.]+k?doc/s, "
+                            rf"[\d.]+[kM]? tok/s\]", final.strip()), (path, final)
+
+
+def test_progress_total_is_estimated_from_the_bytes_read_when_rows_are_unknown(tmp_path, monkeypatch):
+    texts = [f"document {i} " + "word " * (i % 50) for i in range(2000)]
+    jsonl, _ = as_jsonl_and_txt(tmp_path, texts)
+    totals, closed = [], []
+
+    class Bar(prepare.tqdm):
+        def update(self, n=1):
+            totals.append(self.total)
+            return super().update(n)
+
+        def close(self):
+            closed.append((self.n, self.total))
+            return super().close()
+    monkeypatch.setattr(prepare, "tqdm", Bar)
+    run(jsonl, tmp_path / "o", "--batch-rows", "100")
+    # estimated from the first batch on (so the bar has an ETA), within the spread of the
+    # documents' lengths, and exact at the end
+    assert len(totals) == 20 and all(abs(t - 2000) <= 50 for t in totals), totals
+    assert totals[0] != 2000 and closed[0] == (2000, 2000)
 
 
 def test_workers_run_under_a_profiler_and_with_spawn(fixture_parquet, tmp_path, monkeypatch):

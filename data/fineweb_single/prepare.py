@@ -229,9 +229,18 @@ def prepare(sources, tok, out_dir, *, dtype, workers, bpe_file=None, dedup=False
     counts = Counts()
     seen = SeenHashes()
     val_below = np.uint64(val_threshold)
+    # the progress bar counts documents; when their number is not known up front (.jsonl, .txt)
+    # the total is estimated from the share of the input read, so the bar still has an ETA
     total_rows = sum(s.rows for s in sources) if all(s.rows is not None for s in sources) else None
-    tasks = ((texts, (s.path, first), dtype)
-             for s in sources for first, texts in s.batches(batch_rows))
+    input_bytes, read_upto = sum(s.size for s in sources), collections.deque()
+
+    def tasks():
+        before = 0
+        for s in sources:
+            for first, texts in s.batches(batch_rows):
+                read_upto.append(before + s.bytes_read)  # input bytes up to the end of this task
+                yield texts, (s.path, first), dtype
+            before += s.size
     writer = DatasetWriter(out_dir)
     start = time.perf_counter()
     try:
@@ -239,12 +248,16 @@ def prepare(sources, tok, out_dir, *, dtype, workers, bpe_file=None, dedup=False
             hashes = FileHasher([s.path for s in sources])  # sha256 of the inputs, meanwhile
             with tqdm(total=total_rows, unit="doc", unit_scale=True, desc="tokenizing",
                       smoothing=0.05, mininterval=0.5) as bar:
-                for n_rows, result in ordered_results(pool, tasks, window=2 * max(workers, 1) + 1):
+                for n_rows, result in ordered_results(pool, tasks(), window=2 * max(workers, 1) + 1):
                     write_batch(result, seen, dedup, val_below, writer, counts)
                     counts.rows += n_rows
+                    read = read_upto.popleft()
+                    if total_rows is None and read:
+                        bar.total = max(counts.rows, round(counts.rows * input_bytes / read))
                     bar.update(n_rows)
                     rate = (counts.train_tokens + counts.val_tokens) / max(bar.format_dict["elapsed"], 1e-9)
                     bar.set_postfix_str(f"{tqdm.format_sizeof(rate)} tok/s", refresh=False)
+                bar.total = counts.rows  # the estimate, if any, made exact
             if counts.val_docs == 0 or counts.train_docs == 0:
                 empty_split = "validation" if counts.val_docs == 0 else "training"
                 raise UserError(f"the {empty_split} split got no documents ({counts.train_docs + counts.val_docs} "

@@ -81,6 +81,7 @@ class Source:
         self.text_column = text_column
         self.size = os.path.getsize(path)
         self.rows = None  # known up front for parquet only (from its footer)
+        self.bytes_read = 0  # how far batches() has got through the file, for progress estimates
         if self.kind == "parquet":
             self._check_parquet()
         elif self.kind == "jsonl":
@@ -139,6 +140,7 @@ class Source:
         for group in range(pf.num_row_groups):
             n = pf.metadata.row_group(group).num_rows
             if small is not None and small.rows + n > batch_rows:
+                self.bytes_read = self.size * row // max(self.rows, 1)
                 yield small.first_row, small
                 small = None
             if n > batch_rows:
@@ -148,6 +150,7 @@ class Source:
                 small.add(group, n)
             row += n
         if small is not None:
+            self.bytes_read = self.size
             yield small.first_row, small
 
     def _read_row_group(self, pf, group, first_row, batch_rows):
@@ -155,6 +158,7 @@ class Source:
         try:
             for batch in pf.iter_batches(batch_size=batch_rows, row_groups=[group],
                                          columns=[self.text_column], use_threads=False):
+                self.bytes_read = self.size * (row + batch.num_rows) // max(self.rows, 1)
                 yield row, batch.column(0)
                 row += batch.num_rows
         except (pa.ArrowException, OSError) as e:
@@ -166,6 +170,7 @@ class Source:
     def _jsonl_texts(self):
         with open(self.path, "rb") as f:
             for line_number, line in enumerate(f, 1):
+                self.bytes_read += len(line)
                 if line.strip():
                     yield self._jsonl_text(line, line_number)
 
@@ -206,6 +211,7 @@ class Source:
         lines, start = [], 1
         with open(self.path, "rb") as f:
             for line_number, line in enumerate(f, 1):
+                self.bytes_read += len(line)
                 if line.strip() == TXT_SEPARATOR:
                     yield start, b"".join(lines).rstrip(b"\r\n")
                     lines, start = [], line_number + 1
