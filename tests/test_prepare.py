@@ -1,6 +1,7 @@
 """data/fineweb_single/prepare.py on generated FineWeb-schema parquet files (CPU, offline)."""
 import concurrent.futures
 import hashlib
+import json
 import os
 import re
 import signal
@@ -315,7 +316,7 @@ def test_at_most_a_window_of_batches_is_read_ahead(fixture_parquet):
             pulled.append(i)
             yield [f"doc {i}"], ("x", i), np.dtype("<u2")
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        results = prepare.ordered_results(pool, tasks(), window=5)
+        results = prepare.ordered_results(pool, tasks(), workers=2)  # a window of 5
         next(results)
         assert len(pulled) == 5
         assert [r[1][0].tolist() for r in results][-1] == [256] + list(b"doc 39")
@@ -418,7 +419,6 @@ def test_command_line_error_is_one_line_without_traceback(tmp_path):
 
 def as_jsonl_and_txt(tmp_path, texts):
     """The same documents as a .jsonl and a .txt file (the .txt cannot hold null or blank ones)."""
-    import json
     (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     kept = [t for t in texts if t and not t.isspace() and "<|endoftext|>" not in t]
     (tmp_path / "docs.txt").write_text("\n<|endoftext|>\n".join(t.strip("\r\n") for t in kept) + "\n")

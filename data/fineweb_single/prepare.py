@@ -152,7 +152,7 @@ def main(argv=None):
 
 def val_fraction_threshold(sources, val_fraction):
     """The hash threshold for --val-fraction, checked to leave the validation split a document."""
-    rows = sum(s.rows for s in sources) if all(s.rows is not None for s in sources) else None
+    rows = known_rows(sources)
     if rows == 0:
         raise no_documents(sources, "0 rows")
     if rows is not None and rows * val_fraction < 1:
@@ -165,12 +165,11 @@ def val_docs_threshold(sources, val_docs, *, workers, tokenizer_info, bpe_file=N
     """The hash threshold that puts exactly val_docs distinct texts in val: one pass hashes every
     document (reading and hashing cost ~10% of tokenizing), and the threshold is the hash just
     above the val_docs smallest distinct ones."""
-    tasks = ((texts, (s.path, first)) for s in sources for first, texts in s.batches(batch_rows))
-    total_rows = sum(s.rows for s in sources) if all(s.rows is not None for s in sources) else None
     hashes = []
     with worker_pool(workers, tokenizer_info, bpe_file) as pool:
-        with tqdm(total=total_rows, unit="doc", unit_scale=True, desc="hashing for --val-docs", mininterval=0.5) as bar:
-            for n_rows, batch_hashes in ordered_results(pool, tasks, 2 * max(workers, 1) + 1, hash_batch):
+        with tqdm(total=known_rows(sources), unit="doc", unit_scale=True, desc="hashing for --val-docs",
+                  mininterval=0.5) as bar:
+            for n_rows, batch_hashes in ordered_results(pool, batch_tasks(sources, batch_rows), workers, hash_batch):
                 hashes.append(batch_hashes)
                 bar.update(n_rows)
     distinct = np.unique(np.concatenate(hashes)) if hashes else np.empty(0, dtype=np.uint64)
@@ -180,6 +179,23 @@ def val_docs_threshold(sources, val_docs, *, workers, tokenizer_info, bpe_file=N
         raise UserError(f"--val-docs {val_docs} but the input has only {len(distinct)} distinct non-empty "
                         f"documents, and training needs some; ask for fewer")
     return int(distinct[val_docs])
+
+
+def known_rows(sources):
+    """The number of documents in all the inputs when their footers say it (parquet), else None."""
+    return sum(s.rows for s in sources) if all(s.rows is not None for s in sources) else None
+
+
+def batch_tasks(sources, batch_rows, *extra, read_upto=None):
+    """(texts, (path, first row), *extra) for each batch of every input, in order; with read_upto
+    (a deque), the input bytes read up to the end of each batch are appended to it."""
+    before = 0
+    for s in sources:
+        for first, texts in s.batches(batch_rows):
+            if read_upto is not None:
+                read_upto.append(before + s.bytes_read)
+            yield (texts, (s.path, first), *extra)
+        before += s.size
 
 
 def no_documents(sources, why):
@@ -222,25 +238,18 @@ class Counts:
         setattr(self, f"{split}_tokens", getattr(self, f"{split}_tokens") + tokens)
 
 
-def prepare(sources, tok, out_dir, *, dtype, workers, bpe_file=None, dedup=False,
-            val_threshold=2 ** 54, batch_rows=1024, extra_meta=None):
+def prepare(sources, tok, out_dir, *, dtype, workers, val_threshold, bpe_file=None, dedup=False,
+            batch_rows=1024, extra_meta=None):
     """Tokenize `sources` into out_dir/{train,val}.bin and write meta.json; return the Counts.
-    A document goes to val when its text hash is below val_threshold (default: 1/1024 of them)."""
+    A document goes to val when its text hash is below val_threshold."""
     counts = Counts()
     seen = SeenHashes()
     val_below = np.uint64(val_threshold)
     # the progress bar counts documents; when their number is not known up front (.jsonl, .txt)
     # the total is estimated from the share of the input read, so the bar still has an ETA
-    total_rows = sum(s.rows for s in sources) if all(s.rows is not None for s in sources) else None
+    total_rows = known_rows(sources)
     input_bytes, read_upto = sum(s.size for s in sources), collections.deque()
-
-    def tasks():
-        before = 0
-        for s in sources:
-            for first, texts in s.batches(batch_rows):
-                read_upto.append(before + s.bytes_read)  # input bytes up to the end of this task
-                yield texts, (s.path, first), dtype
-            before += s.size
+    tasks = batch_tasks(sources, batch_rows, dtype, read_upto=read_upto)
     writer = DatasetWriter(out_dir)
     start = time.perf_counter()
     try:
@@ -248,7 +257,7 @@ def prepare(sources, tok, out_dir, *, dtype, workers, bpe_file=None, dedup=False
             hashes = FileHasher([s.path for s in sources])  # sha256 of the inputs, meanwhile
             with tqdm(total=total_rows, unit="doc", unit_scale=True, desc="tokenizing",
                       smoothing=0.05, mininterval=0.5) as bar:
-                for n_rows, result in ordered_results(pool, tasks(), window=2 * max(workers, 1) + 1):
+                for n_rows, result in ordered_results(pool, tasks, workers):
                     write_batch(result, seen, dedup, val_below, writer, counts)
                     counts.rows += n_rows
                     read = read_upto.popleft()
@@ -354,10 +363,12 @@ def start_method():
     return "fork" if sys.platform.startswith("linux") else "spawn"
 
 
-def ordered_results(pool, tasks, window, work=None):
+def ordered_results(pool, tasks, workers, work=None):
     """(rows, work(*task)) for each task (by default tokenize_batch), in task order, with at most
-    `window` tasks in flight: memory stays bounded however large the input (Pool.imap would read it all)."""
+    2 tasks per worker and one more in flight: every worker always has its next task queued, and
+    memory stays bounded however large the input (Pool.imap would read it all)."""
     work = work or tokenize_batch
+    window = 2 * max(workers, 1) + 1
     if pool is None:
         for task in tasks:
             yield len(task[0]), work(*task)
