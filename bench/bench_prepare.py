@@ -109,47 +109,49 @@ def measure(cmd):
     return wall, peak[0], peak[1], usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime, out
 
 
+def sample_texts(path):
+    """The file's first texts, LIMIT_SAMPLE_BYTES characters or a little more."""
+    texts, seen = [], 0
+    for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=1000, columns=["text"]):
+        batch_texts = batch.column(0).to_pylist()
+        texts += batch_texts
+        seen += sum(map(len, batch_texts))
+        if seen >= LIMIT_SAMPLE_BYTES:
+            break
+    return texts
+
+
+def encode_all(texts):
+    """Encode each text with tiktoken's encode_ordinary: (tokens, wall seconds, CPU seconds)."""
+    enc = tokenizer.load_tokenizer("gpt2").encoding
+    start, cpu_start = time.perf_counter(), time.process_time()
+    tokens = sum(len(enc.encode_ordinary(text)) for text in texts)
+    return tokens, time.perf_counter() - start, time.process_time() - cpu_start
+
+
 def limit_rate(path):
     """tiktoken's single-process encode_ordinary rate on the file's texts (encoding time only):
     (tokens per second of wall time, tokens per CPU second)."""
-    enc = tokenizer.load_tokenizer("gpt2").encoding
-    tokens, seconds, cpu_seconds, seen = 0, 0.0, 0.0, 0
-    for batch in pq.ParquetFile(path, pre_buffer=False).iter_batches(batch_size=1000, columns=["text"]):
-        texts = batch.column(0).to_pylist()
-        start, cpu_start = time.perf_counter(), time.process_time()
-        for text in texts:
-            tokens += len(enc.encode_ordinary(text))
-        seconds += time.perf_counter() - start
-        cpu_seconds += time.process_time() - cpu_start
-        seen += sum(len(t) for t in texts)
-        if seen >= LIMIT_SAMPLE_BYTES:
-            break
+    tokens, seconds, cpu_seconds = encode_all(sample_texts(path))
     return tokens / seconds, tokens / cpu_seconds
 
 
 CEILING = textwrap.dedent("""
-    import sys, time, pyarrow.parquet as pq
-    sys.path.insert(0, {root!r})
-    import tokenizer
-    enc = tokenizer.load_tokenizer("gpt2").encoding
-    texts, seen = [], 0
-    for batch in pq.ParquetFile({path!r}, pre_buffer=False).iter_batches(batch_size=1000, columns=["text"]):
-        texts += batch.column(0).to_pylist()
-        seen += sum(len(t) for t in batch.column(0).to_pylist())
-        if seen >= {sample_bytes}:
-            break
-    sys.stdout.write("ready\\n"); sys.stdout.flush()
+    import sys
+    sys.path.insert(0, {bench!r})
+    from bench_prepare import encode_all, sample_texts
+    texts = sample_texts({path!r})
+    sys.stdout.write("ready\\n")
+    sys.stdout.flush()
     sys.stdin.readline()  # start together
-    start, tokens = time.perf_counter(), 0
-    for text in texts:
-        tokens += len(enc.encode_ordinary(text))
-    print(tokens, time.perf_counter() - start)
+    tokens, seconds, _ = encode_all(texts)
+    print(tokens, seconds)
 """)
 
 
 def ceiling_rate(path, processes):
     """Total encode_ordinary rate of `processes` processes encoding the same texts at once."""
-    code = CEILING.format(root=ROOT, path=path, sample_bytes=LIMIT_SAMPLE_BYTES)
+    code = CEILING.format(bench=os.path.dirname(os.path.abspath(__file__)), path=path)
     procs = [subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True) for _ in range(processes)]
     for proc in procs:
