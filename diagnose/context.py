@@ -10,6 +10,7 @@ import os
 import re
 
 import facts
+from diagnose.parse_common import literal_dict
 from errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,11 +74,8 @@ def config_from_text(text, head):
     for d_text in re.findall(r"\{'[^\n]*\}", head):
         if "'loss'" in d_text or "'eval_loss'" in d_text:
             continue
-        try:
-            d = ast.literal_eval(d_text)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            continue
-        if not isinstance(d, dict):
+        d = literal_dict(d_text)
+        if d is None:
             continue
         for k in DICT_KEYS & d.keys():
             if isinstance(d[k], (int, float, bool)):

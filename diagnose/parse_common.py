@@ -3,6 +3,8 @@ What every parser shares: rows collected as tuples while reading (cheap per line
 turned into a Run's numpy columns once at the end, with restarts split into
 segments and repeated iterations resolved (the last occurrence wins).
 """
+import ast
+
 import numpy as np
 
 from diagnose.run import EVAL_COLUMNS, TRAIN_COLUMNS, Run
@@ -169,3 +171,12 @@ def finish_run(source, fmt, rows_list, boundaries=(), ordered=True, **facts):
             f"{tdup + edup} repeated iteration(s) ({tdup} train, {edup} eval): kept the last "
             f"occurrence of each, as a resumed run redoes the steps since its checkpoint")
     return run
+
+
+def literal_dict(text):
+    """The dict a log line printed (`{'loss': 2.1, ...}`), or None when the text is not one."""
+    try:
+        d = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return d if isinstance(d, dict) else None

@@ -6,10 +6,9 @@ Speed: each recognised line shape is one compiled regex run over the whole text
 with findall (one pass in C), never a chain of regexes tried per line. Which
 shapes a log uses is decided on its first 512 KB and last 256 KB.
 """
-import ast
 import re
 
-from diagnose.parse_common import Rows, finish_run
+from diagnose.parse_common import Rows, finish_run, literal_dict
 from errors import UserError
 
 V = r"([^\s,|%]+)"  # a value; what float() cannot read becomes NaN later
@@ -51,11 +50,8 @@ def _hf_rows(matches, kind):
     """HF Trainer prints dicts; with no `step` in them the record's index is the iteration."""
     out = []
     for i, text in enumerate(matches):
-        try:
-            d = ast.literal_eval(text)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            continue
-        if not isinstance(d, dict):
+        d = literal_dict(text)
+        if d is None:
             continue
         if kind == "train" and "loss" in d:
             out.append((d.get("step", i), d.get("loss"), d.get("learning_rate"), d.get("grad_norm"), d.get("epoch")))

@@ -39,6 +39,14 @@ def save_atomic(fig, path):
         raise
 
 
+def _save(fig, out_dir, name):
+    """Lay out and write a finished figure; returns the paths written."""
+    fig.tight_layout()
+    path = os.path.join(out_dir, name)
+    save_atomic(fig, path)
+    return [path]
+
+
 def smooth(y, window):
     """Centered moving average over the finite values (NaN/Inf do not smear into neighbours).
 
@@ -208,12 +216,9 @@ def plot_run(run, findings, out_dir, name="loss.png"):
         zoom.set_xlabel("iteration")
         zoom.set_ylabel("loss")
         zoom.grid(alpha=0.3)
-        fig.tight_layout()
-        path = os.path.join(out_dir, name)
-        save_atomic(fig, path)
+        return _save(fig, out_dir, name)
     finally:
         plt.close(fig)
-    return [path]
 
 
 def plot_compare(runs, xs, out_dir, name="compare.png"):
@@ -244,12 +249,9 @@ def plot_compare(runs, xs, out_dir, name="compare.png"):
         if ax.lines:
             ax.legend(fontsize=7)
             _compare_ylim(ax)
-        fig.tight_layout()
-        path = os.path.join(out_dir, name)
-        save_atomic(fig, path)
+        return _save(fig, out_dir, name)
     finally:
         plt.close(fig)
-    return [path]
 
 
 def _compare_ylim(ax):

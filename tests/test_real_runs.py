@@ -42,25 +42,26 @@ def _run(tmp_path_factory, data_dir, args):
     return {"out": out, "proc": p, "records": records, "findings": h.diagnose(out)}
 
 
-@pytest.fixture(scope="module")
-def overfit(tmp_path_factory, data):
-    r = _run(tmp_path_factory, data["small"], OVERFIT)
+def _finished_run(tmp_path_factory, data_dir, args):
+    """_run for a run that must end normally (exit 0)."""
+    r = _run(tmp_path_factory, data_dir, args)
     assert r["proc"].returncode == 0, r["proc"].stderr[-2000:]
     return r
+
+
+@pytest.fixture(scope="module")
+def overfit(tmp_path_factory, data):
+    return _finished_run(tmp_path_factory, data["small"], OVERFIT)
 
 
 @pytest.fixture(scope="module")
 def early(tmp_path_factory, data):
-    r = _run(tmp_path_factory, data["small"], OVERFIT + ["--early_stop=True"])
-    assert r["proc"].returncode == 0, r["proc"].stderr[-2000:]
-    return r
+    return _finished_run(tmp_path_factory, data["small"], OVERFIT + ["--early_stop=True"])
 
 
 @pytest.fixture(scope="module")
 def healthy(tmp_path_factory, data):
-    r = _run(tmp_path_factory, data["large"], HEALTHY)
-    assert r["proc"].returncode == 0, r["proc"].stderr[-2000:]
-    return r
+    return _finished_run(tmp_path_factory, data["large"], HEALTHY)
 
 
 @pytest.fixture(scope="module")
