@@ -29,6 +29,7 @@ def test_byte_tokenizer_encodes_utf8_bytes_and_round_trips():
     ids = tok.encode(SAMPLE)
     assert ids == list(SAMPLE.encode("utf-8"))
     assert tok.encode_to_numpy(SAMPLE).tolist() == ids
+    assert np.frombuffer(tok.encode_to_buffer(SAMPLE), dtype=np.uint32).tolist() == ids
     assert tok.decode(ids) == SAMPLE
     assert tok.decode(np.array(ids, dtype=np.uint16)) == SAMPLE
     assert (tok.n_vocab, tok.eot_token, tok.name) == (257, 256, "byte")
@@ -110,6 +111,11 @@ def test_gpt2_ids_are_gpt2s():
     ids = tok.encode(SAMPLE)
     assert 50256 not in ids  # ordinary encoding: the literal text is not the special token
     assert tok.encode_to_numpy(SAMPLE).tolist() == ids
+    # prepare.py's path: tiktoken's Rust encoder called directly, and the public fallback
+    assert tok._encode_buffer is not None
+    assert np.frombuffer(tok.encode_to_buffer(SAMPLE), dtype=np.uint32).tolist() == ids
+    tok._encode_buffer = None
+    assert np.frombuffer(tok.encode_to_buffer(SAMPLE), dtype=np.uint32).tolist() == ids
     assert tok.decode(ids) == SAMPLE
     assert tok.decode([50256]) == "<|endoftext|>"
     assert tok.info() == {"name": "gpt2", "vocab_size": 50257, "eot_token": 50256, "eot_position": "prepend"}

@@ -73,14 +73,16 @@ def tokenize_batch(batch, where, dtype):
     Returns (tokens, token count of each kept document, 64-bit blake2b hash of each kept
     document's UTF-8 text, number of null texts, number of empty or blank texts)."""
     texts, hashes, n_null, n_empty = kept_documents(batch, where)
-    encode = _tokenizer.encode_to_numpy
-    eot = np.array([_tokenizer.eot_token], dtype=np.uint32)
-    pieces, lengths = [], []
-    for text in texts:
-        ids = encode(text)
-        pieces.append(eot)
-        pieces.append(ids)
-        lengths.append(len(ids) + 1)
-    # one pass from the uint32 pieces to the file's dtype (ids were checked to fit by token_dtype)
-    tokens = np.concatenate(pieces, dtype=dtype, casting="unsafe") if pieces else np.zeros(0, dtype=dtype)
-    return tokens, np.array(lengths, dtype=np.int64), hashes, n_null, n_empty
+    encode = _tokenizer.encode_to_buffer
+    ids = [memoryview(encode(text)) for text in texts]  # native uint32 each
+    lengths = np.fromiter((v.nbytes for v in ids), dtype=np.int64, count=len(ids)) // 4 + 1
+    # one bytes join of [eot, ids, eot, ids, ...] and one cast to the file's dtype: ~2x faster
+    # than np.concatenate of the pieces (ids were checked to fit the dtype by token_dtype)
+    pieces = [_eot_bytes()] * (2 * len(ids))
+    pieces[1::2] = ids
+    tokens = np.frombuffer(b"".join(pieces), dtype=np.uint32).astype(dtype)
+    return tokens, lengths, hashes, n_null, n_empty
+
+
+def _eot_bytes():
+    return np.array([_tokenizer.eot_token], dtype=np.uint32).tobytes()
