@@ -6,8 +6,9 @@ Throughput and memory of data/fineweb_single/prepare.py, beside the limit and a 
 
 For each generated parquet (English-like web text in FineWeb's schema, row groups of 1000
 documents like FineWeb's files), it measures in one run:
-- prepare.py with 1 and 2 workers: tokens/s, documents/s, peak RSS (all its processes together,
-  sampled every 50 ms, and the main process alone);
+- prepare.py with 1 and 2 workers: tokens/s, documents/s (timed runs, nothing else running),
+  and peak RSS (all its processes together, sampled every 50 ms in one more run of its own:
+  reading /proc that often takes ~5% of this 2-core machine, which would slow the timed runs);
 - the limit: tiktoken's single-process encode_ordinary rate on the same texts (encoding time
   only; on at most the first 100 MB of text), times the number of workers. The machine's speed
   drifts (on a shared host, by 2x within a minute), so it is measured again right before each
@@ -84,9 +85,9 @@ def tree_memory(pid):
     return rss, pss
 
 
-def measure(cmd):
+def measure(cmd, sample_memory=False):
     """Run cmd; return (wall seconds, peak tree RSS, peak tree PSS, main process max RSS,
-    CPU seconds, stdout)."""
+    CPU seconds, stdout). The tree's peaks are 0 unless sample_memory (which slows the run)."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     peak, done = [0, 0], threading.Event()
@@ -97,13 +98,15 @@ def measure(cmd):
             peak[:] = max(peak[0], rss), max(peak[1], pss)
             time.sleep(0.05)
     sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
+    if sample_memory:
+        sampler.start()
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     done.set()
     proc.returncode = os.waitstatus_to_exitcode(status)
-    sampler.join()
+    if sample_memory:
+        sampler.join()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed with exit code {proc.returncode}")
     return wall, peak[0], peak[1], usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime, out
@@ -225,8 +228,9 @@ def main():
                         ceilings.append(ceiling_rate(path, workers))
                     before = limits[-1][0]
                     out_dir = os.path.join(work, "out")
-                    r = measure([sys.executable, PREPARE, "--input", path, "--out-dir", out_dir,
-                                 "--workers", str(workers), "--force"])
+                    cmd = [sys.executable, PREPARE, "--input", path, "--out-dir", out_dir,
+                           "--workers", str(workers), "--force"]
+                    r = measure(cmd)
                     with open(os.path.join(out_dir, "meta.json")) as f:
                         r = (*r[:-1], json.load(f))  # the run's meta.json instead of its stdout
                     tokens = r[-1]["train_tokens"] + r[-1]["val_tokens"]
@@ -236,8 +240,10 @@ def main():
                     ceiling = f"; ceiling {ceilings[-1] / 1e6:.2f}" if ceilings else ""
                     print(f"  limit {before / 1e6:.2f} before, {limits[-1][0] / 1e6:.2f} after{ceiling}; prepare.py, "
                           f"{workers} workers: {r[0]:.1f} s, {tokens / r[0] / 1e6:.2f} M tokens/s ({paired[-1]:.0%} "
-                          f"of the mean limit x {workers}), peak RSS {mb(r[1])}", flush=True)
+                          f"of the mean limit x {workers})", flush=True)
                     best = r if best is None or r[0] < best[0] else best
+                memory = measure(cmd, sample_memory=True)  # a run of its own: sampling slows it
+                best = (best[0], *memory[1:4], *best[4:])
                 runs.append((workers, best, statistics.median(paired), max(ceilings, default=None)))
             limit, limit_cpu = max(x[0] for x in limits), max(x[1] for x in limits)
             print(f"  limit: encode_ordinary {limit / 1e6:.2f} M tokens/s in one process, {limit_cpu / 1e6:.2f} "
@@ -256,8 +262,10 @@ def main():
                              None if ceiling is None else tokens / wall / ceiling, tokens / cpu / limit_cpu))
             if i == 0:
                 naive_out = os.path.join(work, "naive.bin")
-                wall, peak, pss, main_rss, cpu, out = measure(
+                # one process: its own max RSS (from wait4) is the peak, no sampling needed
+                wall, _, _, main_rss, cpu, out = measure(
                     [sys.executable, "-c", NAIVE.format(root=ROOT, path=path, out=naive_out)])
+                peak, pss = main_rss, None  # PSS is not known without sampling
                 tokens, docs = map(int, out.split())
                 rows.append((f"{size:g} MB", "naive: read all, encode, concatenate", tokens / wall,
                              docs / wall, peak, pss, main_rss, cpu, tokens / wall / limit, None, None, None,
@@ -273,7 +281,7 @@ def main():
     print("| --- | --- |" + " ---: |" * 11)
     pct = lambda x: "" if x is None else f"{x:.0%}"  # noqa: E731
     for size, name, tps, dps, peak, pss, main_rss, cpu, share, paired, steady, of_ceiling, per_cpu in rows:
-        print(f"| {size} | {name} | {tps / 1e6:.2f} | {dps / 1e3:.1f} | {mb(peak)} | {mb(pss)} | "
+        print(f"| {size} | {name} | {tps / 1e6:.2f} | {dps / 1e3:.1f} | {mb(peak)} | {pss and mb(pss) or ''} | "
               f"{mb(main_rss)} | {cpu:.0f} | {share:.0%} | {pct(paired)} | {pct(steady)} | {pct(of_ceiling)} | "
               f"{per_cpu:.0%} |")
     marginal(best_runs, every_limit)
