@@ -67,9 +67,11 @@ def generate(path, text_mb, seed0):
 
 
 def tree_memory(pid):
-    """(RSS, PSS) in bytes of a process and its descendants, from /proc. Forked workers share
-    pages with their parent: the RSS sum counts those once per process, PSS splits them."""
-    rss = pss = 0
+    """(RSS, PSS) in bytes of a process and its descendants, and the process's own peak RSS
+    (VmHWM), from /proc. Forked workers share pages with their parent: the RSS sum counts those
+    once per process, PSS splits them. (Not wait4's ru_maxrss: it also counts the pages of the
+    bench process that forked the command, before the command's exec.)"""
+    rss = pss = main_peak = 0
     stack = [pid]
     while stack:
         p = stack.pop()
@@ -78,24 +80,27 @@ def tree_memory(pid):
                 fields = dict(line.split()[:2] for line in f if line.split()[0] in ("Rss:", "Pss:"))
             rss += int(fields["Rss:"]) * 1024
             pss += int(fields["Pss:"]) * 1024
+            if p == pid:
+                with open(f"/proc/{p}/status") as f:
+                    main_peak = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
             with open(f"/proc/{p}/task/{p}/children") as f:
                 stack += [int(c) for c in f.read().split()]
-        except (OSError, KeyError, ValueError):
+        except (OSError, KeyError, ValueError, StopIteration):
             pass
-    return rss, pss
+    return rss, pss, main_peak
 
 
 def measure(cmd, sample_memory=False):
-    """Run cmd; return (wall seconds, peak tree RSS, peak tree PSS, main process max RSS,
-    CPU seconds, stdout). The tree's peaks are 0 unless sample_memory (which slows the run)."""
+    """Run cmd; return (wall seconds, peak tree RSS, peak tree PSS, main process peak RSS,
+    CPU seconds, stdout). The memory figures, sampled every 50 ms, are None unless
+    sample_memory (the sampling slows the run)."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    peak, done = [0, 0], threading.Event()
+    peak, done = [0, 0, 0], threading.Event()
 
     def sample():  # not proc.poll(): it would reap the process before wait4 gets its rusage
         while not done.is_set():
-            rss, pss = tree_memory(proc.pid)
-            peak[:] = max(peak[0], rss), max(peak[1], pss)
+            peak[:] = map(max, peak, tree_memory(proc.pid))
             time.sleep(0.05)
     sampler = threading.Thread(target=sample, daemon=True)
     if sample_memory:
@@ -109,7 +114,8 @@ def measure(cmd, sample_memory=False):
         sampler.join()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed with exit code {proc.returncode}")
-    return wall, peak[0], peak[1], usage.ru_maxrss * 1024, usage.ru_utime + usage.ru_stime, out
+    memory = peak if sample_memory else [None] * 3
+    return (wall, *memory, usage.ru_utime + usage.ru_stime, out)
 
 
 def sample_texts(path):
@@ -262,10 +268,10 @@ def main():
                              None if ceiling is None else tokens / wall / ceiling, tokens / cpu / limit_cpu))
             if i == 0:
                 naive_out = os.path.join(work, "naive.bin")
-                # one process: its own max RSS (from wait4) is the peak, no sampling needed
-                wall, _, _, main_rss, cpu, out = measure(
-                    [sys.executable, "-c", NAIVE.format(root=ROOT, path=path, out=naive_out)])
-                peak, pss = main_rss, None  # PSS is not known without sampling
+                naive = [sys.executable, "-c", NAIVE.format(root=ROOT, path=path, out=naive_out)]
+                wall, _, _, _, cpu, out = measure(naive)
+                _, peak, pss, main_rss, _, _ = measure(naive, sample_memory=True)
+                peak = max(peak, main_rss)  # one process: its exact peak (VmHWM) is the tree's
                 tokens, docs = map(int, out.split())
                 rows.append((f"{size:g} MB", "naive: read all, encode, concatenate", tokens / wall,
                              docs / wall, peak, pss, main_rss, cpu, tokens / wall / limit, None, None, None,
@@ -281,8 +287,8 @@ def main():
     print("| --- | --- |" + " ---: |" * 11)
     pct = lambda x: "" if x is None else f"{x:.0%}"  # noqa: E731
     for size, name, tps, dps, peak, pss, main_rss, cpu, share, paired, steady, of_ceiling, per_cpu in rows:
-        print(f"| {size} | {name} | {tps / 1e6:.2f} | {dps / 1e3:.1f} | {mb(peak)} | {pss and mb(pss) or ''} | "
-              f"{mb(main_rss)} | {cpu:.0f} | {share:.0%} | {pct(paired)} | {pct(steady)} | {pct(of_ceiling)} | "
+        print(f"| {size} | {name} | {tps / 1e6:.2f} | {dps / 1e3:.1f} | {mb(peak)} | {mb(pss)} | "
+              f"{mb(main_rss)} | {cpu:.1f} | {share:.0%} | {pct(paired)} | {pct(steady)} | {pct(of_ceiling)} | "
               f"{per_cpu:.0%} |")
     marginal(best_runs, every_limit)
     print(f"\nmachine: {os.cpu_count()} cores, shared with other jobs (load average now "
