@@ -3,6 +3,7 @@ import concurrent.futures
 import hashlib
 import json
 import os
+import pickle
 import re
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import tokenizer
-from data.fineweb_single import prepare
+from data.fineweb_single import prepare, sources
 from errors import UserError
 from facts import read_dataset_meta
 from prepare_fixtures import FIXTURE_SPECIALS, fixture_texts, write_fineweb_parquet
@@ -132,6 +133,17 @@ def test_parquet_tasks_name_small_row_groups_and_stream_large_ones(fixture_parqu
              for first, texts in prepare.Source(path, "text").batches(100)]
     assert tasks == [(0, "ParquetRows", 5, [0]), (5, "StringArray", 100, None), (105, "StringArray", 30, None),
                      (135, "ParquetRows", 80, [2, 3]), (215, "ParquetRows", 41, [4, 5])]
+    # the last batches are cut in halves (so that the workers finish together): the same rows,
+    # and a part of an Arrow array is sent with its own rows only, not its parent's
+    source = prepare.Source(path, "text")
+    parts = list(prepare.batch_tasks([source], 100, split_last=3))
+    assert [(first, type(texts).__name__, len(texts)) for texts, (_, first) in parts] == [
+        (0, "ParquetRows", 5), (5, "StringArray", 100), (105, "StringArray", 15), (120, "StringArray", 15),
+        (135, "ParquetRows", 40), (175, "ParquetRows", 40), (215, "ParquetRows", 21), (236, "ParquetRows", 20)]
+    rows = [text for texts, (_, first) in parts for text in sources.texts_of(texts, path, first)]
+    assert rows == pq.read_table(path).column("text").to_pylist()
+    whole = list(prepare.Source(path, "text").batches(100))[2][1]
+    assert len(pickle.dumps(parts[2][0])) < 0.7 * len(pickle.dumps(whole))
     reference = tmp_path / "reference"
     run(fixture_parquet, reference)
     for workers, batch_rows in ((0, 100), (2, 100), (2, 1024)):

@@ -38,7 +38,7 @@ from tqdm import tqdm  # noqa: E402
 
 from data.fineweb_single import demo_corpus  # noqa: E402
 from data.fineweb_single.output import DatasetWriter, dataset_meta, token_dtype  # noqa: E402
-from data.fineweb_single.sources import FileHasher, Source, find_input_files  # noqa: E402
+from data.fineweb_single.sources import FileHasher, Source, batch_part, find_input_files  # noqa: E402
 from data.fineweb_single.tokenize_worker import hash_batch, init_worker, tokenize_batch  # noqa: E402
 from errors import UserError, exit_on_user_error  # noqa: E402
 from facts import read_dataset_meta  # noqa: E402
@@ -186,15 +186,34 @@ def known_rows(sources):
     return sum(s.rows for s in sources) if all(s.rows is not None for s in sources) else None
 
 
-def batch_tasks(sources, batch_rows, *extra, read_upto=None):
-    """(texts, (path, first row), *extra) for each batch of every input, in order; with read_upto
-    (a deque), the input bytes read up to the end of each batch are appended to it."""
+def batch_tasks(sources, batch_rows, *extra, read_upto=None, split_last=0):
+    """(texts, (path, first row), *extra) for each batch of every input, in order. The last
+    split_last batches are cut in halves, so that the workers finish closer together: the one
+    done first would idle for up to a whole batch otherwise. With read_upto (a deque), the input
+    bytes read up to the end of each task are appended to it."""
+    def tasks(texts, path, first, read, parts):
+        step = max(1, -(-len(texts) // parts))
+        for start in range(0, max(len(texts), 1), step):
+            if read_upto is not None:
+                read_upto.append(read)
+            part = texts if parts == 1 else batch_part(texts, start, min(start + step, len(texts)))
+            yield (part, (path, first + start), *extra)
+
+    last = collections.deque()
+    for batch in input_batches(sources, batch_rows):
+        last.append(batch)
+        if len(last) > split_last:
+            yield from tasks(*last.popleft(), 1)
+    for batch in last:
+        yield from tasks(*batch, 2)
+
+
+def input_batches(sources, batch_rows):
+    """(texts, path, first row, input bytes read up to the batch's end) of every input, in order."""
     before = 0
     for s in sources:
         for first, texts in s.batches(batch_rows):
-            if read_upto is not None:
-                read_upto.append(before + s.bytes_read)
-            yield (texts, (s.path, first), *extra)
+            yield texts, s.path, first, before + s.bytes_read
         before += s.size
 
 
@@ -249,7 +268,7 @@ def prepare(sources, tok, out_dir, *, dtype, workers, val_threshold, bpe_file=No
     # the total is estimated from the share of the input read, so the bar still has an ETA
     total_rows = known_rows(sources)
     input_bytes, read_upto = sum(s.size for s in sources), collections.deque()
-    tasks = batch_tasks(sources, batch_rows, dtype, read_upto=read_upto)
+    tasks = batch_tasks(sources, batch_rows, dtype, read_upto=read_upto, split_last=workers)
     writer = DatasetWriter(out_dir)
     start = time.perf_counter()
     try:

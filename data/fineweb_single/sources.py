@@ -8,6 +8,7 @@ and streaming their documents in batches (never a whole file in memory).
 - .txt: documents separated by lines holding only <|endoftext|>; without one, the file is
   a single document.
 """
+import copy
 import glob
 import hashlib
 import itertools
@@ -227,6 +228,7 @@ class ParquetRows:
     def __init__(self, path, text_column, first_row):
         self.path, self.text_column, self.first_row = path, text_column, first_row
         self.groups, self.rows = [], 0
+        self.skip = 0  # rows of the groups before these (a part made by batch_part)
 
     def add(self, group, rows):
         self.groups.append(group)
@@ -241,7 +243,7 @@ class ParquetRows:
                                                             use_threads=False)
         except (pa.ArrowException, OSError) as e:
             raise corrupt_parquet(self.path, self.first_row, e)
-        return table.column(0)
+        return table.column(0).slice(self.skip, self.rows)
 
 
 _open_parquet = {}  # (process id, path) -> ParquetFile: each worker parses a file's footer once
@@ -257,6 +259,17 @@ def open_parquet(path):
 
 def corrupt_parquet(path, row, error):
     return UserError(f"{path} is corrupt near row {row} ({first_sentence(error)}); download it again")
+
+
+def batch_part(batch, start, stop):
+    """Rows start:stop of a batch from Source.batches, as cheap to send to a worker as their size."""
+    if isinstance(batch, ParquetRows):  # the same row groups, sliced once read
+        part = copy.copy(batch)
+        part.first_row, part.skip, part.rows = batch.first_row + start, batch.skip + start, stop - start
+        return part
+    if isinstance(batch, pa.Array):  # a copy: a slice would be pickled with its whole parent
+        return pa.concat_arrays([batch[start:stop]])
+    return batch[start:stop]
 
 
 def texts_of(batch, path, first_row):
