@@ -4,6 +4,8 @@ import hashlib
 import json
 import os
 import pickle
+import platform
+import pstats
 import re
 import signal
 import subprocess
@@ -484,8 +486,17 @@ def test_workers_run_under_a_profiler_and_with_spawn(fixture_parquet, tmp_path, 
                           "--val-fraction", "0.2", "--batch-rows", "16"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
+    # the profile is written (prepare.py ends with os._exit, except under a profiler)
+    assert "write_batch" in {name for _, _, name in pstats.Stats(str(tmp_path / "prof")).stats}
     monkeypatch.setattr(prepare, "start_method", lambda: "spawn")
     run(fixture_parquet, tmp_path / "spawned", "--batch-rows", "16", workers=2)
     for name in ("profiled", "spawned"):
         assert (tmp_path / name / "train.bin").read_bytes() == (tmp_path / "reference" / "train.bin").read_bytes()
         assert read_dataset_meta(str(tmp_path / name))["train_tokens"] == reference["train_tokens"]
+
+
+def test_workers_keep_freed_memory_for_reuse_under_glibc():
+    # prepare.py sets glibc's malloc to reuse freed batch buffers (half the page faults); on
+    # other C libraries the call is a no-op that says so
+    from data.fineweb_single.tokenize_worker import keep_freed_memory
+    assert keep_freed_memory() is (platform.libc_ver()[0] == "glibc")

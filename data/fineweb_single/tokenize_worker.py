@@ -5,6 +5,7 @@ It lives in its own module, not in prepare.py, so that the pool pickles its func
 importable name (data.fineweb_single.tokenize_worker.tokenize_batch) however prepare.py was
 started: as a script, with `python -m`, under a profiler or a debugger, with fork or spawn.
 """
+import ctypes
 import hashlib
 import os
 import signal
@@ -26,6 +27,21 @@ def init_worker(tokenizer_info, bpe_file, ignore_sigint=True):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         threading.Thread(target=exit_with_parent, args=(os.getppid(),), daemon=True).start()
     _tokenizer = load_tokenizer(tokenizer_info, bpe_file)
+
+
+def keep_freed_memory():
+    """Have glibc keep freed blocks of up to 32 MB for reuse. By default it hands every block
+    over 128 KB (a batch's texts, ids, tokens, pickles) back to the OS when freed, and the next
+    batch gets it back as fresh pages, zeroed one fault at a time: ~150k page faults per 200 MB
+    of text, half of them avoidable. Returns whether it could (not glibc: no change)."""
+    try:
+        libc = ctypes.CDLL(None)
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 64 << 20))
+    except (OSError, AttributeError):  # no mallopt (macOS, Windows)
+        return False
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
 
 
 def exit_with_parent(parent):
