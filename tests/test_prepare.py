@@ -496,7 +496,9 @@ def test_workers_run_under_a_profiler_and_with_spawn(fixture_parquet, tmp_path, 
 
 
 def test_workers_keep_freed_memory_for_reuse_under_glibc():
-    # prepare.py sets glibc's malloc to reuse freed batch buffers (half the page faults); on
+    # prepare.py sets glibc's malloc to reuse freed batch buffers (fewer page faults); on
     # other C libraries the call is a no-op that says so
     from data.fineweb_single.tokenize_worker import keep_freed_memory
-    assert keep_freed_memory() is (platform.libc_ver()[0] == "glibc")
+    glibc = platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory() is glibc
+    assert (pa.default_memory_pool().backend_name == "system") is glibc  # Arrow's reads reuse it too
