@@ -1,5 +1,6 @@
 """data/fineweb_single/prepare.py on generated FineWeb-schema parquet files (CPU, offline)."""
 import concurrent.futures
+import gc
 import hashlib
 import json
 import os
@@ -502,3 +503,10 @@ def test_workers_keep_freed_memory_for_reuse_under_glibc():
     glibc = platform.libc_ver()[0] == "glibc"
     assert keep_freed_memory() is glibc
     assert (pa.default_memory_pool().backend_name == "system") is glibc  # Arrow's reads reuse it too
+
+
+def test_worker_processes_freeze_what_they_inherit():
+    # a worker's garbage collections skip the tokenizer and modules inherited from the main process
+    with prepare.worker_pool(1, "byte", None) as pool:
+        assert pool.submit(gc.get_freeze_count).result() > 10_000
+    assert gc.get_freeze_count() == 0  # not this process

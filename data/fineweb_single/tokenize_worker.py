@@ -6,6 +6,7 @@ importable name (data.fineweb_single.tokenize_worker.tokenize_batch) however pre
 started: as a script, with `python -m`, under a profiler or a debugger, with fork or spawn.
 """
 import ctypes
+import gc
 import hashlib
 import os
 import signal
@@ -26,6 +27,9 @@ def init_worker(tokenizer_info, bpe_file, ignore_sigint=True):
     global _tokenizer
     if ignore_sigint:  # a worker process: Ctrl-C is handled once, by the main process
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # the objects inherited from the main process (the tokenizer's 50k ranks, the modules)
+        # live as long as the worker: its garbage collections need not walk them every time
+        gc.freeze()
         threading.Thread(target=exit_with_parent, args=(os.getppid(),), daemon=True).start()
     keep_freed_memory()  # again, for a worker started by spawn rather than fork
     _tokenizer = load_tokenizer(tokenizer_info, bpe_file)
