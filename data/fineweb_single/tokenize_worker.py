@@ -45,7 +45,7 @@ def keep_freed_memory():
         libc = ctypes.CDLL(None)
         if not (libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 64 << 20)):
             return False
-    except (OSError, AttributeError):  # no mallopt (macOS, Windows)
+    except (OSError, AttributeError, TypeError):  # no mallopt (macOS), no CDLL(None) (Windows)
         return False
     pa.set_memory_pool(pa.system_memory_pool())
     return True
