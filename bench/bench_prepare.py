@@ -102,8 +102,8 @@ def measure(cmd, sample_memory=False):
         while not done.is_set():
             peak[:] = map(max, peak, tree_memory(proc.pid))
             time.sleep(0.05)
-    sampler = threading.Thread(target=sample, daemon=True)
     if sample_memory:
+        sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -138,10 +138,10 @@ def encode_all(texts):
     return tokens, time.perf_counter() - start, time.process_time() - cpu_start
 
 
-def limit_rate(path):
-    """tiktoken's single-process encode_ordinary rate on the file's texts (encoding time only):
-    (tokens per second of wall time, tokens per CPU second)."""
-    tokens, seconds, cpu_seconds = encode_all(sample_texts(path))
+def limit_rate(texts):
+    """tiktoken's single-process encode_ordinary rate on the file's first texts (encoding time
+    only): (tokens per second of wall time, tokens per CPU second)."""
+    tokens, seconds, cpu_seconds = encode_all(texts)
     return tokens / seconds, tokens / cpu_seconds
 
 
@@ -226,9 +226,10 @@ def main():
                   f"{mb(os.path.getsize(path))} on disk, in {time.perf_counter() - t:.0f} s", flush=True)
             load = os.getloadavg()[0]
             limits, runs = [], []  # (tokens/s, tokens per CPU s) samples; (workers, best run, ...)
+            texts = sample_texts(path)  # read once: the limit is sampled around every run
             for workers in args.workers:
                 best, paired, ceilings = None, [], []
-                limits.append(limit_rate(path))
+                limits.append(limit_rate(texts))
                 for _ in range(args.repeat):
                     if workers > 1:
                         ceilings.append(ceiling_rate(path, workers))
@@ -240,7 +241,7 @@ def main():
                     with open(os.path.join(out_dir, "meta.json")) as f:
                         r = (*r[:-1], json.load(f))  # the run's meta.json instead of its stdout
                     tokens = r[-1]["train_tokens"] + r[-1]["val_tokens"]
-                    limits.append(limit_rate(path))
+                    limits.append(limit_rate(texts))
                     around = (before + limits[-1][0]) / 2  # the machine's speed drifts: both sides of the run
                     paired.append(tokens / r[0] / (around * workers))
                     ceiling = f"; ceiling {ceilings[-1] / 1e6:.2f}" if ceilings else ""

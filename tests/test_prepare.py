@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import tokenizer
-from data.fineweb_single import prepare, sources
+from data.fineweb_single import prepare, sources, tokenize_worker
 from errors import UserError
 from facts import read_dataset_meta
 from prepare_fixtures import FIXTURE_SPECIALS, fixture_texts, write_fineweb_parquet
@@ -499,17 +499,15 @@ def test_workers_run_under_a_profiler_and_with_spawn(fixture_parquet, tmp_path, 
 def test_workers_keep_freed_memory_for_reuse_under_glibc(monkeypatch):
     # prepare.py sets glibc's malloc to reuse freed batch buffers (fewer page faults); on
     # other C libraries the call is a no-op that says so
-    from data.fineweb_single.tokenize_worker import keep_freed_memory
     glibc = platform.libc_ver()[0] == "glibc"
-    assert keep_freed_memory() is glibc
+    assert tokenize_worker.keep_freed_memory() is glibc
     assert (pa.default_memory_pool().backend_name == "system") is glibc  # Arrow's reads reuse it too
 
     # elsewhere it changes nothing and says so: no mallopt (macOS), no CDLL(None) (Windows)
-    from data.fineweb_single import tokenize_worker
     for libc in (lambda name: object(), lambda name: (_ for _ in ()).throw(TypeError("expected str"))):
         monkeypatch.setattr(tokenize_worker.ctypes, "CDLL", libc)
         monkeypatch.setattr(tokenize_worker.pa, "set_memory_pool", lambda pool: pytest.fail("pool changed"))
-        assert keep_freed_memory() is False
+        assert tokenize_worker.keep_freed_memory() is False
 
 
 def test_worker_processes_freeze_what_they_inherit():

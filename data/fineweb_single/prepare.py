@@ -367,7 +367,7 @@ def worker_pool(workers, tokenizer_info, bpe_file):
         init_worker(tokenizer_info, bpe_file, ignore_sigint=False)
         yield None
         return
-    keep_freed_memory()  # before the fork: the workers inherit it
+    keep_freed_memory()  # this process too: it receives every batch's tokens (workers: in init_worker)
     pool = concurrent.futures.ProcessPoolExecutor(
         workers, multiprocessing.get_context(start_method()), init_worker, (tokenizer_info, bpe_file))
     try:

@@ -31,7 +31,7 @@ def init_worker(tokenizer_info, bpe_file, ignore_sigint=True):
         # live as long as the worker: its garbage collections need not walk them every time
         gc.freeze()
         threading.Thread(target=exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    keep_freed_memory()  # again, for a worker started by spawn rather than fork
+    keep_freed_memory()
     _tokenizer = load_tokenizer(tokenizer_info, bpe_file)
 
 
