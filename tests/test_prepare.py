@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import tokenizer
-from data.fineweb_single import prepare, sources, tokenize_worker
+from data.fineweb_single import output, prepare, sources, tokenize_worker
 from errors import UserError
 from facts import read_dataset_meta
 from prepare_fixtures import FIXTURE_SPECIALS, fixture_texts, write_fineweb_parquet
@@ -515,3 +515,42 @@ def test_worker_processes_freeze_what_they_inherit():
     with prepare.worker_pool(1, "byte", None) as pool:
         assert pool.submit(gc.get_freeze_count).result() > 10_000
     assert gc.get_freeze_count() == 0  # not this process
+
+
+def test_writer_syncs_as_it_writes_and_deletes_the_replaced_dataset_before_renaming(tmp_path, monkeypatch):
+    # the data goes to disk every sync_every bytes while tokenizing, in a thread, and the old
+    # dataset's files are deleted in another; finish() waits for both before its renames
+    for split in output.SPLITS:
+        (tmp_path / f"{split}.bin").write_bytes(b"old")
+    synced, real_fsync, real_remove = [], os.fsync, os.remove
+
+    def fsync(fd):
+        synced.append(os.fstat(fd).st_ino)
+        real_fsync(fd)
+
+    def slow_remove(path):
+        time.sleep(0.3)  # still deleting when finish() starts: it must wait
+        real_remove(path)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "remove", slow_remove)
+    writer = output.DatasetWriter(str(tmp_path))
+    writer.sync_every = 1000
+    writer.discard_replaced()
+    tokens = np.arange(600, dtype=np.uint16)  # 1200 bytes: a sync after each write
+    for _ in range(3):
+        writer.write("train", tokens)
+        writer.threads["sync"].join()  # so that the next write starts one more
+    writer.write("val", tokens[:10])
+    assert synced == [os.stat(tmp_path / "train.bin.tmp").st_ino] * 3  # before finish(), train only
+    writer.finish({"done": True})
+    writer.join_threads()  # had a deletion been left running, it would now have hit the new files
+    assert (tmp_path / "train.bin").read_bytes() == np.tile(tokens, 3).tobytes()
+    assert (tmp_path / "val.bin").read_bytes() == tokens[:10].tobytes()
+    assert sorted(os.listdir(tmp_path)) == ["meta.json", "train.bin", "val.bin"]
+
+    # an aborted run waits for its threads too, and leaves no temporaries
+    writer = output.DatasetWriter(str(tmp_path))
+    writer.discard_replaced()
+    writer.abort()
+    assert sorted(os.listdir(tmp_path)) == ["meta.json"]

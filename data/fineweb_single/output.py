@@ -6,6 +6,7 @@ import contextlib
 import datetime
 import json
 import os
+import threading
 
 import numpy as np
 
@@ -16,20 +17,42 @@ SPLITS = ("train", "val")
 
 
 class DatasetWriter:
-    """train.bin and val.bin under temporary names; finish() renames them, then writes meta.json."""
+    """train.bin and val.bin under temporary names; finish() renames them, then writes meta.json.
+
+    Two jobs that would otherwise wait for the end run in threads meanwhile: every sync_every
+    bytes, the data written so far goes to disk (finish() then syncs only the rest; ~0.4 s per
+    GB otherwise), and discard_replaced() deletes the files of the dataset being replaced
+    (dropping a file's cached pages takes ~0.25 s per GB)."""
+    sync_every = 16 << 20
 
     def __init__(self, out_dir):
         os.makedirs(out_dir, exist_ok=True)
         self.out_dir = out_dir
         self.files = {split: open(self.path(f"{split}.bin.tmp"), "wb") for split in SPLITS}
+        self.unsynced = dict.fromkeys(SPLITS, 0)
+        self.threads = {}  # "sync" and "discard": the latest of each, joined before the files change
 
     def path(self, name):
         return os.path.join(self.out_dir, name)
 
     def write(self, split, tokens):
-        tokens.tofile(self.files[split])
+        tokens.tofile(self.files[split])  # straight to the file descriptor: nothing left buffered
+        self.unsynced[split] += tokens.nbytes
+        if self.unsynced[split] >= self.sync_every and not self.running("sync"):
+            self.unsynced[split] = 0
+            self.start("sync", os.fsync, self.files[split].fileno())
+
+    def discard_replaced(self):
+        """Start deleting the .bin files that finish() would replace (--force, or an unfinished
+        run's), in a thread. Call it after forking any worker processes."""
+        def remove():
+            for split in SPLITS:
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(self.path(f"{split}.bin"))
+        self.start("discard", remove)
 
     def finish(self, meta):
+        self.join_threads()  # the renames must come after the deletions
         for split, f in self.files.items():
             f.flush()
             os.fsync(f.fileno())
@@ -38,10 +61,22 @@ class DatasetWriter:
         write_json_atomically(self.path("meta.json"), meta)
 
     def abort(self):
+        self.join_threads()
         for split, f in self.files.items():
             f.close()
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.path(f"{split}.bin.tmp"))
+
+    def start(self, job, target, *args):
+        self.threads[job] = threading.Thread(target=target, args=args, daemon=True)
+        self.threads[job].start()
+
+    def running(self, job):
+        return job in self.threads and self.threads[job].is_alive()
+
+    def join_threads(self):
+        for thread in self.threads.values():
+            thread.join()
 
 
 def write_json_atomically(path, obj):

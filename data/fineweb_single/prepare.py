@@ -276,7 +276,10 @@ def prepare(sources, tok, out_dir, *, dtype, workers, val_threshold, bpe_file=No
     start = time.perf_counter()
     try:
         with worker_pool(workers, tok.info(), bpe_file) as pool:
-            hashes = FileHasher([s.path for s in sources])  # sha256 of the inputs, meanwhile
+            # threads from here on, now that the workers are forked: the inputs' sha256, and the
+            # deletion of the dataset this one replaces
+            hashes = FileHasher([s.path for s in sources])
+            writer.discard_replaced()
             with tqdm(total=total_rows, unit="doc", unit_scale=True, desc="tokenizing",
                       smoothing=0.05, mininterval=0.5) as bar:
                 for n_rows, result in ordered_results(pool, tasks, workers):
@@ -289,6 +292,8 @@ def prepare(sources, tok, out_dir, *, dtype, workers, val_threshold, bpe_file=No
                     rate = (counts.train_tokens + counts.val_tokens) / max(bar.format_dict["elapsed"], 1e-9)
                     bar.set_postfix_str(f"{tqdm.format_sizeof(rate)} tok/s", refresh=False)
                 bar.total = counts.rows  # the estimate, if any, made exact
+            if pool is not None:
+                pool.shutdown(wait=False)  # the workers exit while the files are synced
             if counts.val_docs == 0 or counts.train_docs == 0:
                 empty_split = "validation" if counts.val_docs == 0 else "training"
                 raise UserError(f"the {empty_split} split got no documents ({counts.train_docs + counts.val_docs} "
