@@ -3,6 +3,7 @@ import concurrent.futures
 import gc
 import hashlib
 import json
+import multiprocessing
 import os
 import pickle
 import platform
@@ -117,6 +118,8 @@ def test_output_is_independent_of_workers_and_batch_size(fixture_parquet, tmp_pa
     for workers, batch_rows in ((0, 1000), (1, 7), (3, 16)):
         out = tmp_path / f"w{workers}"
         run(fixture_parquet, out, "--batch-rows", str(batch_rows), workers=workers)
+        # the workers are joined before prepare returns: `time` and wait4 count their CPU
+        assert multiprocessing.active_children() == []
         outputs.append([(out / f"{s}.bin").read_bytes() for s in ("train", "val")])
     assert outputs[0] == outputs[1] == outputs[2]
 

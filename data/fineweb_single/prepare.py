@@ -292,8 +292,6 @@ def prepare(sources, tok, out_dir, *, dtype, workers, val_threshold, bpe_file=No
                     rate = (counts.train_tokens + counts.val_tokens) / max(bar.format_dict["elapsed"], 1e-9)
                     bar.set_postfix_str(f"{tqdm.format_sizeof(rate)} tok/s", refresh=False)
                 bar.total = counts.rows  # the estimate, if any, made exact
-            if pool is not None:
-                pool.shutdown(wait=False)  # the workers exit while the files are synced
             if counts.val_docs == 0 or counts.train_docs == 0:
                 empty_split = "validation" if counts.val_docs == 0 else "training"
                 raise UserError(f"the {empty_split} split got no documents ({counts.train_docs + counts.val_docs} "
