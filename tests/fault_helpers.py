@@ -868,6 +868,15 @@ def dataset_problems(out_dir, ref_dir):
     return [f"meta.json present but {', '.join(diff)} differ from an uninterrupted preparation"] if diff else []
 
 
+def modified_since(path, t):
+    """Whether path exists and was modified at or after t (it may vanish while we look: a
+    rebuild deletes the dataset it replaces)."""
+    try:
+        return os.path.getmtime(path) >= t
+    except FileNotFoundError:
+        return False
+
+
 def prepare_kill_trial(parquet, out_dir, ref_dir, rng, duration, aim="random", workers=2):
     """prepare.py killed -9 at a random moment within `duration` seconds (aim='random'), or the
     moment its train.bin appears (aim='finish'), over an empty folder or (force=True, half of
@@ -888,7 +897,7 @@ def prepare_kill_trial(parquet, out_dir, ref_dir, rng, duration, aim="random", w
         while proc.poll() is None and (os.path.exists(os.path.join(out_dir, "meta.json")) if force else False):
             pass
         start = time.time()
-        while proc.poll() is None and not (os.path.exists(target) and os.path.getmtime(target) >= start - 1):
+        while proc.poll() is None and not modified_since(target, start - 1):
             pass
     else:
         time.sleep(float(rng.uniform(0.05, duration)))
