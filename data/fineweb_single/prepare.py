@@ -17,7 +17,9 @@ threshold: val_fraction * 2^64, or with --val-docs N the hash that comes after t
 first pass hashes every document, so val.bin gets exactly N distinct texts). The split is the
 same on every rerun and whatever the worker count, and identical texts always land in the same split. Exact duplicates (same hash) are counted, and dropped with --dedup.
 The .bin files are written under temporary names and renamed at the end, meta.json last, so
-a folder without meta.json is an unfinished preparation.
+a folder without meta.json is an unfinished preparation. A dataset being replaced (--force)
+stops being one once the input has been checked: its meta.json goes first, and its .bin
+files are deleted while the new ones are written.
 """
 import argparse
 import collections
@@ -83,7 +85,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-rows", type=int, default=1024,
                    help="documents per tokenizing task, at most (parquet row groups up to this size "
                         "are read by the workers themselves)")
-    p.add_argument("--force", action="store_true", help="overwrite an existing complete dataset")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing complete dataset (deleted once the input has been checked)")
     args = p.parse_args(argv)
     if args.demo and args.input:
         p.error("give --input or --demo, not both")
