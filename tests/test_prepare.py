@@ -400,6 +400,20 @@ def test_bad_inputs_get_one_line_errors_and_no_dataset(fixture_parquet, tmp_path
         assert not (out / "meta.json").exists() and not list(out.glob("*.tmp")) if out.exists() else True
 
 
+def test_an_out_dir_that_is_a_file_or_holds_folders_by_the_dataset_names_is_refused(fixture_parquet, tmp_path):
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(UserError, match=r"--out-dir .*a_file is a file, not a folder"):
+        prepare.main(["--demo", "--out-dir", str(tmp_path / "a_file")])
+    for name in ("train.bin", "val.bin.tmp", "meta.json"):
+        out = tmp_path / name.replace(".", "_")
+        (out / name).mkdir(parents=True)
+        for argv in (["--demo"], ["--input", fixture_parquet, "--tokenizer", "byte", "--workers", "0"]):
+            with pytest.raises(UserError, match=f"{re.escape(name)} is a folder, where the dataset writes a file; "
+                                                "move it away or give another --out-dir"):
+                prepare.main(argv + ["--out-dir", str(out)])
+        assert sorted(os.listdir(out)) == [name]  # nothing written
+
+
 def test_bad_command_lines_are_one_line_user_errors():
     for argv, pattern in (([], "nothing to prepare: give --input PATH"),
                           (["--demo", "--input", "x.parquet"], "give --input or --demo, not both"),

@@ -16,6 +16,17 @@ PREPARE_VERSION = 1
 SPLITS = ("train", "val")
 
 
+def check_out_dir(out_dir):
+    """A one-line error, before anything is written, when out_dir is a file or a name the
+    dataset needs in it is taken by a folder."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UserError(f"--out-dir {out_dir} is a file, not a folder; give a folder for the dataset")
+    for name in [f"{split}.bin{tmp}" for split in SPLITS for tmp in ("", ".tmp")] + ["meta.json", "meta.json.tmp"]:
+        if os.path.isdir(os.path.join(out_dir, name)):
+            raise UserError(f"{os.path.join(out_dir, name)} is a folder, where the dataset writes a file; "
+                            f"move it away or give another --out-dir")
+
+
 class DatasetWriter:
     """train.bin and val.bin under temporary names; finish() renames them, then writes meta.json.
 
@@ -47,7 +58,7 @@ class DatasetWriter:
         run's), in a thread. Call it after forking any worker processes."""
         def remove():
             for split in SPLITS:
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(OSError):  # not there (or not a file): finish() will say
                     os.remove(self.path(f"{split}.bin"))
         self.start("discard", remove)
 

@@ -42,7 +42,7 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from data.fineweb_single import demo_corpus  # noqa: E402
-from data.fineweb_single.output import DatasetWriter, dataset_meta, token_dtype  # noqa: E402
+from data.fineweb_single.output import DatasetWriter, check_out_dir, dataset_meta, token_dtype  # noqa: E402
 from data.fineweb_single.sources import FileHasher, Source, batch_part, find_input_files  # noqa: E402
 from data.fineweb_single.tokenize_worker import hash_batch, init_worker, keep_freed_memory, tokenize_batch  # noqa: E402
 from errors import UserError, exit_on_user_error  # noqa: E402
@@ -107,8 +107,9 @@ def available_cores():
 
 def main(argv=None):
     args = parse_args(argv)
+    args.out_dir = args.out_dir or (DEMO_DIR if args.demo else HERE)
+    check_out_dir(args.out_dir)
     if args.demo:
-        args.out_dir = args.out_dir or DEMO_DIR
         args.tokenizer = args.tokenizer or "byte"
         if args.val_fraction is None and args.val_docs is None:
             args.val_fraction = DEMO_VAL_FRACTION
@@ -119,9 +120,6 @@ def main(argv=None):
         n = demo_corpus.write_demo_parquet(source)
         print(f"wrote the demo corpus ({n} documents of CPython's documentation) to {source}")
         args.input = [source]
-    args.out_dir = args.out_dir or HERE
-    if os.path.exists(args.out_dir) and not os.path.isdir(args.out_dir):
-        raise UserError(f"--out-dir {args.out_dir} is a file, not a folder; give a folder for the dataset")
     args.tokenizer = args.tokenizer or "gpt2"
     if args.val_fraction is None and args.val_docs is None:
         args.val_fraction = 0.0005
