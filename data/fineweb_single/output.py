@@ -21,10 +21,11 @@ def check_out_dir(out_dir):
     dataset needs in it is taken by a folder."""
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise UserError(f"--out-dir {out_dir} is a file, not a folder; give a folder for the dataset")
-    for name in [f"{split}.bin{tmp}" for split in SPLITS for tmp in ("", ".tmp")] + ["meta.json", "meta.json.tmp"]:
-        if os.path.isdir(os.path.join(out_dir, name)):
-            raise UserError(f"{os.path.join(out_dir, name)} is a folder, where the dataset writes a file; "
-                            f"move it away or give another --out-dir")
+    for name in [f"{split}.bin" for split in SPLITS] + ["meta.json"]:
+        for path in (os.path.join(out_dir, name), os.path.join(out_dir, name) + ".tmp"):  # both are written
+            if os.path.isdir(path):
+                raise UserError(f"{path} is a folder, where the dataset writes a file; "
+                                f"move it away or give another --out-dir")
 
 
 class DatasetWriter:
