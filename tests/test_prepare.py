@@ -1,4 +1,5 @@
 """data/fineweb_single/prepare.py on generated FineWeb-schema parquet files (CPU, offline)."""
+import collections
 import concurrent.futures
 import gc
 import hashlib
@@ -122,6 +123,34 @@ def test_output_is_independent_of_workers_and_batch_size(fixture_parquet, tmp_pa
         assert multiprocessing.active_children() == []
         outputs.append([(out / f"{s}.bin").read_bytes() for s in ("train", "val")])
     assert outputs[0] == outputs[1] == outputs[2]
+
+
+def test_forked_workers_return_tokens_through_shared_slots(fixture_parquet, tmp_path, monkeypatch):
+    # each batch's tokens come back in a slot of shared memory, not pickled; many more batches
+    # than slots (5 for 2 workers), so a slot reused too early would corrupt the output
+    returned = []
+    real_get = tokenize_worker.TokenSlots.get
+    monkeypatch.setattr(tokenize_worker.TokenSlots, "get",
+                        lambda self, tokens: returned.append(type(tokens)) or real_get(self, tokens))
+    expected = {}
+    for dtype in ("uint16", "uint32"):
+        run(fixture_parquet, tmp_path / f"w0_{dtype}", "--dtype", dtype)
+        expected[dtype] = [(tmp_path / f"w0_{dtype}" / f"{s}.bin").read_bytes() for s in ("train", "val")]
+    assert returned == []  # no slots without worker processes
+
+    def prepared(name, slot_bytes, dtype="uint16"):
+        returned.clear()
+        monkeypatch.setattr(tokenize_worker.TokenSlots, "slot_bytes", slot_bytes)
+        run(fixture_parquet, tmp_path / name, "--batch-rows", "5", "--dtype", dtype, workers=2)
+        assert [(tmp_path / name / f"{s}.bin").read_bytes() for s in ("train", "val")] == expected[dtype]
+        assert tokenize_worker._token_slots is None  # not left shared for later forks
+        return collections.Counter(t.__name__ for t in returned)
+
+    assert prepared("slots", 8 << 20) == {"InSlot": 54}
+    assert prepared("slots_u4", 8 << 20, "uint32") == {"InSlot": 54}
+    # batches too large for their slot come back pickled, in their place among the others
+    mixed = prepared("mixed", 2048)
+    assert mixed["InSlot"] > 10 and mixed["ndarray"] > 10 and sum(mixed.values()) == 54
 
 
 def test_parquet_tasks_name_small_row_groups_and_stream_large_ones(fixture_parquet, tmp_path):

@@ -11,7 +11,8 @@ How it works: the input is cut into tasks of at most --batch-rows documents (nev
 file in memory); a pool of --workers processes tokenizes them, and the main process writes the
 results in input order, so the output does not depend on the number of workers. A parquet
 task names whole row groups (FineWeb's hold 1000 rows), which the worker reads and decodes
-itself: the text never passes through the main process, which only routes and writes tokens.
+itself: the text never passes through the main process, which only routes and writes tokens
+(which forked workers put in shared memory rather than pickle: TokenSlots).
 A document goes to the validation split when the 64-bit blake2b hash of its text falls below a
 threshold: val_fraction * 2^64, or with --val-docs N the hash that comes after the N smallest (a
 first pass hashes every document, so val.bin gets exactly N distinct texts). The split is the
@@ -44,7 +45,8 @@ from tqdm import tqdm  # noqa: E402
 from data.fineweb_single import demo_corpus  # noqa: E402
 from data.fineweb_single.output import DatasetWriter, check_out_dir, dataset_meta, token_dtype  # noqa: E402
 from data.fineweb_single.sources import FileHasher, Source, batch_part, find_input_files  # noqa: E402
-from data.fineweb_single.tokenize_worker import hash_batch, init_worker, keep_freed_memory, tokenize_batch  # noqa: E402
+from data.fineweb_single.tokenize_worker import (  # noqa: E402
+    TokenSlots, hash_batch, init_worker, keep_freed_memory, tokenize_batch)
 from errors import UserError, exit_on_user_error  # noqa: E402
 from facts import read_dataset_meta  # noqa: E402
 from tokenizer import TOKENIZERS, load_tokenizer  # noqa: E402
@@ -273,10 +275,15 @@ def prepare(sources, tok, out_dir, *, dtype, workers, val_threshold, bpe_file=No
     total_rows = known_rows(sources)
     input_bytes, read_upto = sum(s.size for s in sources), collections.deque()
     tasks = batch_tasks(sources, batch_rows, dtype, read_upto=read_upto, split_last=workers)
+    slots = None
+    if workers > 0 and start_method() == "fork":  # the tokens come back through shared memory
+        slots = TokenSlots(tasks_in_flight(workers), dtype)
+        tasks = ((*task, i % slots.count) for i, task in enumerate(tasks))  # task i's slot
     writer = DatasetWriter(out_dir)
     start = time.perf_counter()
     try:
-        with worker_pool(workers, tok.info(), bpe_file) as pool:
+        with slots.shared() if slots else contextlib.nullcontext(), \
+                worker_pool(workers, tok.info(), bpe_file) as pool:
             # threads from here on, now that the workers are forked: the inputs' sha256, and the
             # deletion of the dataset this one replaces
             hashes = FileHasher([s.path for s in sources])
@@ -284,7 +291,7 @@ def prepare(sources, tok, out_dir, *, dtype, workers, val_threshold, bpe_file=No
             with tqdm(total=total_rows, unit="doc", unit_scale=True, desc="tokenizing",
                       smoothing=0.05, mininterval=0.5) as bar:
                 for n_rows, result in ordered_results(pool, tasks, workers):
-                    write_batch(result, seen, dedup, val_below, writer, counts)
+                    write_batch(result, slots, seen, dedup, val_below, writer, counts)
                     counts.rows += n_rows
                     read = read_upto.popleft()
                     if total_rows is None and read:
@@ -308,9 +315,10 @@ def prepare(sources, tok, out_dir, *, dtype, workers, val_threshold, bpe_file=No
     return counts
 
 
-def write_batch(result, seen, dedup, val_below, writer, counts):
+def write_batch(result, slots, seen, dedup, val_below, writer, counts):
     """Route one tokenized batch: count duplicates, drop them with dedup, split by hash, write."""
     tokens, lengths, hashes, n_null, n_empty = result
+    tokens = slots.get(tokens) if slots else tokens
     counts.null += n_null
     counts.empty += n_empty
     duplicate = seen.check(hashes)
@@ -390,12 +398,18 @@ def start_method():
     return "fork" if sys.platform.startswith("linux") else "spawn"
 
 
+def tasks_in_flight(workers):
+    """2 tasks per worker and one more: every worker always has its next task queued."""
+    return 2 * max(workers, 1) + 1
+
+
 def ordered_results(pool, tasks, workers, work=None):
     """(rows, work(*task)) for each task (by default tokenize_batch), in task order, with at most
-    2 tasks per worker and one more in flight: every worker always has its next task queued, and
-    memory stays bounded however large the input (Pool.imap would read it all)."""
+    tasks_in_flight(workers) tasks handed out and not yet consumed: memory stays bounded however
+    large the input (Pool.imap would read it all), and task i + tasks_in_flight is handed out
+    only after the caller is done with task i's result (TokenSlots relies on that)."""
     work = work or tokenize_batch
-    window = 2 * max(workers, 1) + 1
+    window = tasks_in_flight(workers)
     if pool is None:
         for task in tasks:
             yield len(task[0]), work(*task)
