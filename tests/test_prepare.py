@@ -88,6 +88,10 @@ def test_bins_decode_back_to_the_documents_split_by_hash(fixture_parquet, tmp_pa
         "size": os.path.getsize(fixture_parquet), "sha256": sha}
     assert meta["source"]["text_column"] == "text" and meta["source"]["rows"] == len(TEXTS)
     assert meta["val_fraction"] == 0.2 and meta["split"]["method"] == "hash"
+    # the rule meta.json states, followed to the letter, gives the same split
+    rule = re.fullmatch(r"val when (.+) < threshold \(val_fraction \* 2\*\*64\)", meta["split"]["rule"])
+    in_val_by_rule = [eval(rule[1], {"hashlib": hashlib, "text": t}) < meta["split"]["threshold"] for t in KEPT]
+    assert [t for t, v in zip(KEPT, in_val_by_rule) if v] == val
     assert meta["prepare_version"] == 1 and meta["created"].endswith("+00:00")
     assert sorted(os.listdir(tmp_path)) == ["meta.json", "train.bin", "val.bin"]
 

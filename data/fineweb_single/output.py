@@ -131,8 +131,9 @@ def dataset_meta(sources, sha256s, tok, dtype, counts, dedup, val_threshold):
         "dedup": dedup,
         "val_fraction": val_threshold / 2 ** 64,
         "split": {"method": "hash", "unit": "document", "threshold": val_threshold,
-                  "rule": "val when the first 8 bytes of blake2b(UTF-8 text), little-endian, "
-                          "are below threshold (val_fraction * 2**64)"},
+                  # blake2b with an 8-byte digest, which is not the first 8 bytes of the default one
+                  "rule": "val when int.from_bytes(hashlib.blake2b(text.encode('utf-8'), digest_size=8)"
+                          ".digest(), 'little') < threshold (val_fraction * 2**64)"},
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(counts.seconds, 2),
         "prepare_version": PREPARE_VERSION,
