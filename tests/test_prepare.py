@@ -156,6 +156,11 @@ def test_forked_workers_return_tokens_through_shared_slots(fixture_parquet, tmp_
     mixed = prepared("mixed", 2048)
     assert mixed["InSlot"] > 10 and mixed["ndarray"] > 10 and sum(mixed.values()) == 54
 
+    def no_shared_memory(*args, **kwargs):
+        raise OSError(12, "Cannot allocate memory")
+    monkeypatch.setattr(tokenize_worker.mmap, "mmap", no_shared_memory)
+    assert prepared("no_slots", 8 << 20) == {}  # all pickled, the same output
+
 
 def test_parquet_tasks_name_small_row_groups_and_stream_large_ones(fixture_parquet, tmp_path):
     # row groups of 5, 130, 40, 40, 40 and 1 rows: with --batch-rows 100, consecutive groups

@@ -277,7 +277,9 @@ def prepare(sources, tok, out_dir, *, dtype, workers, val_threshold, bpe_file=No
     tasks = batch_tasks(sources, batch_rows, dtype, read_upto=read_upto, split_last=workers)
     slots = None
     if workers > 0 and start_method() == "fork":  # the tokens come back through shared memory
-        slots = TokenSlots(tasks_in_flight(workers), dtype)
+        with contextlib.suppress(OSError):  # none to be had (a strict overcommit limit): pickled instead
+            slots = TokenSlots(tasks_in_flight(workers), dtype)
+    if slots:
         tasks = ((*task, i % slots.count) for i, task in enumerate(tasks))  # task i's slot
     writer = DatasetWriter(out_dir)
     start = time.perf_counter()

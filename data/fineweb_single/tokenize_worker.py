@@ -131,7 +131,7 @@ class TokenSlots:
     The main process must be done with a slot's tokens before it hands that slot out again
     (ordered_results' window makes sure of it). A batch too large for its slot travels the
     usual way, as does everything when the workers are not forked (spawn: they do not share
-    this memory)."""
+    this memory) or the memory cannot be had."""
     slot_bytes = 8 << 20  # 4M uint16 tokens: a row group of FineWeb (1000 documents) holds ~0.7M
 
     def __init__(self, count, dtype):
