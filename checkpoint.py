@@ -1,8 +1,7 @@
 """
-Checkpoints written atomically: to a temporary name in the same folder, flushed
-to disk, then renamed over the old one, so a crash or a kill mid-write leaves
-the previous checkpoint intact. Loaded with weights_only=True (no arbitrary
-code from a checkpoint file).
+Checkpoint files: written atomically (atomic.py: a temporary name, fsync, rename), so a crash
+or a kill mid-write leaves the previous checkpoint intact; loaded with weights_only=True (no
+arbitrary code from a checkpoint file) after a CRC check of every member.
 """
 import os
 import shutil
@@ -10,38 +9,39 @@ import zipfile
 
 import torch
 
+from atomic import stale_temporaries, write_atomic
 from errors import UserError
 
-
-def _write_atomic(path, write):
-    """write(tmp) to a temporary name in the same folder, sync it to disk, rename it over path."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+CKPT, BEST = "ckpt.pt", "best.pt"
 
 
 def save_atomic(obj, path):
-    _write_atomic(path, lambda tmp: torch.save(obj, tmp))
+    write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def copy_atomic(src, path):
     """One checkpoint file from another (best.pt -> ckpt.pt) without serializing the state twice."""
-    _write_atomic(path, lambda tmp: shutil.copyfile(src, tmp))
+    write_atomic(path, lambda tmp: shutil.copyfile(src, tmp))
+
+
+def save_run(state, out_dir, best):
+    """ckpt.pt, and best.pt first when best: a kill between the two writes then leaves best.pt
+    ahead of ckpt.pt, which a resume tolerates (keep_better_best), never a stale best.pt beside
+    a newer ckpt.pt. Returns ckpt.pt's path."""
+    ckpt_path, best_path = os.path.join(out_dir, CKPT), os.path.join(out_dir, BEST)
+    if best:
+        save_atomic(state, best_path)
+        copy_atomic(best_path, ckpt_path)
+    else:
+        save_atomic(state, ckpt_path)
+    return ckpt_path
 
 
 def remove_stale_temporaries(out_dir):
     """Delete ckpt.pt.tmpPID / best.pt.tmpPID files that a killed run left half-written
     (each as large as a checkpoint: repeated kills would fill the disk). Nothing ever loads them."""
-    for name in os.listdir(out_dir):
-        stem, dot, pid = name.rpartition(".tmp")
-        if dot and stem in ("ckpt.pt", "best.pt") and pid.isdigit() and int(pid) != os.getpid():
-            os.remove(os.path.join(out_dir, name))
+    for path in stale_temporaries(out_dir, (CKPT, BEST)):
+        os.remove(path)
 
 
 def load(path, map_location="cpu", fix="check --out_dir, or start with --init_from=scratch"):
@@ -67,6 +67,18 @@ def require(ckpt, keys, path, fix):
     if missing:
         raise UserError(f"{path} is not a checkpoint of this repository's train.py (it lacks "
                         f"{', '.join(missing)}); {fix}")
+
+
+def keep_better_best(out_dir, best_val_loss, best_iter):
+    """On resume: best.pt is written before ckpt.pt, so a kill between the two leaves a best.pt
+    better than ckpt.pt knows of; keep its value, so that a worse val never overwrites it."""
+    try:
+        best = torch.load(os.path.join(out_dir, BEST), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # missing or unreadable: ckpt.pt's record stands
+        return best_val_loss, best_iter
+    if best.get("best_val_loss", float("inf")) < best_val_loss:
+        return best["best_val_loss"], best.get("iter_num")
+    return best_val_loss, best_iter
 
 
 def clean_state_dict(state_dict):

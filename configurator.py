@@ -69,8 +69,10 @@ def _is_config_value(name, value):
     return not name.startswith("_") and not callable(value) and not isinstance(value, types.ModuleType)
 
 
-def apply_config_file(path, config):
-    """Run one config file over config (in place)."""
+def apply_config_file(path, config, builtins=None, strict=True):
+    """Run one config file over config (in place). builtins: the file's __builtins__ (diagnose
+    passes one that refuses `import torch`); strict=False keeps unknown names instead of refusing
+    them (a config of another nanoGPT fork)."""
     if not os.path.isfile(path):
         raise UserError(f"config file {path} not found; give a path such as config/train_demo_cpu.py")
     try:
@@ -80,18 +82,53 @@ def apply_config_file(path, config):
         raise UserError(f"config file {path} cannot be read as Python text ({type(e).__name__}); "
                         f"fix that file or give another config file")
     scope = dict(config)
+    if builtins is not None:
+        scope["__builtins__"] = builtins
     try:
         exec(compile(source, path, "exec"), scope)
     except Exception as e:  # a broken config file: say where, in one line
+        if builtins is not None and isinstance(e, ImportError):
+            raise  # the caller's builtins refused an import: the caller says why
         raise UserError(f"config file {path} failed: {type(e).__name__}: {e}; fix that file")
     for name, value in scope.items():
         if name == "__builtins__" or not _is_config_value(name, value):
             continue
         if name not in config:
+            if not strict:
+                config[name] = value
+                continue
             raise UserError(f"config file {path} sets unknown key {name!r}; {_suggest(name, list(config))}")
         if value is config[name] or value == config[name] and type(value) is type(config[name]):
             continue
         config[name] = check_value(name, value, config[name], path)
+
+
+class Config(dict):
+    """The resolved config: a dict (for config.json and the logs) whose keys read as attributes."""
+
+    def __getattr__(self, key):
+        try:
+            return self[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+
+def script_defaults(path):
+    """{key: default} of a script's config block (its top-level `key = literal` lines, in order),
+    read without running it: how diagnose knows train.py's keys without importing torch."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            if name.startswith("_") or name.isupper():
+                continue
+            try:
+                out[name] = ast.literal_eval(node.value)
+            except (ValueError, SyntaxError):
+                continue
+    return out
 
 
 def configure(defaults, argv, help_source=None, program="train.py"):
