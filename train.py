@@ -31,8 +31,9 @@ def quit_during_startup(signum, frame):
     os._exit(130)
 
 
-signal.signal(signal.SIGINT, quit_during_startup)
-signal.signal(signal.SIGTERM, quit_during_startup)
+if __name__ == '__main__':  # (an import, as the tests do, leaves the caller's handlers alone)
+    signal.signal(signal.SIGINT, quit_during_startup)
+    signal.signal(signal.SIGTERM, quit_during_startup)
 
 _before_defaults = set(globals())
 # -----------------------------------------------------------------------------
@@ -138,8 +139,10 @@ class Run:
         return self.state.tokens_seen / self.train_tokens
 
 
-def main():
-    c = Config(configure({k: globals()[k] for k in config_keys}, sys.argv[1:], help_source=__file__))
+def main(argv=None):
+    """Train with the defaults, then argv's config files and --key=value (sys.argv by default)."""
+    argv = sys.argv[1:] if argv is None else argv
+    c = Config(configure({k: globals()[k] for k in config_keys}, argv, help_source=__file__))
     validate(c)
     r = start(c)
     end_reason = None
@@ -160,7 +163,7 @@ def main():
                 r.saver.save(r.t, r.state, best=False)
             break
 
-        result = train_step(r.t, r.rt, it, lr, r.stop.signal_requested, r.hooks)
+        result = train_step(r.t, r.rt, it, lr, r.stop, r.hooks)
         r.state.tokens_seen += r.tokens_per_iter
         r.times.add(it, result)
         r.stop.after_step(it, result)

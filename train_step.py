@@ -42,8 +42,9 @@ class StepResult:
         return 'loss' if not math.isfinite(self.loss) else 'gradient norm'
 
 
-def train_step(t, rt, it, lr, stop_requested, hooks):
-    """Iteration `it` at learning rate lr; stop_requested: this rank got a signal."""
+def train_step(t, rt, it, lr, stop, hooks):
+    """Iteration `it` at learning rate lr. stop.signal_requested (a StopControl's) is read after
+    the backward passes, so that a signal that came during the step stops every rank after it."""
     hooks.step_start(it)
     for group in t.optimizer.param_groups:
         group['lr'] = lr
@@ -63,7 +64,7 @@ def train_step(t, rt, it, lr, stop_requested, hooks):
     if t.scaler is not None:
         t.scaler.unscale_(t.optimizer)
     grad_norm = torch.nn.utils.clip_grad_norm_(t.params, t.grad_clip if t.grad_clip > 0 else float('inf'))
-    flags = torch.tensor([float(stop_requested)], device=rt.device)
+    flags = torch.tensor([float(stop.signal_requested)], device=rt.device)
     if rt.ddp:  # the loss is the mean over every rank's micro-batches; a signal on any rank stops all
         grad_bad = (~torch.isfinite(grad_norm)).float().reshape(1)
         reduced = torch.cat([(loss_sum / rt.world_size).reshape(1), flags, grad_bad])

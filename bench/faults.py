@@ -7,7 +7,7 @@ bad input over train.py, prepare.py, sample.py and diagnose. Prints one table:
     python bench/faults.py                  # the full suite (~10 min on 2 busy cores)
     python bench/faults.py --quick          # a few trials of each, to try it out
     python bench/faults.py --real-processes # bad input as separate `python ...` processes
-                                            # (default: one fork server, same code, no import cost)
+                                            # (default: train, sample, diagnose cases in this process)
 
 Columns: trials; survived (resumed or rerun to the same bytes, every file on disk consistent,
 the answer one clear line); redone (iterations done before the kill that the resume had to
@@ -273,7 +273,7 @@ def bad_input(table, work, ref_dir, real):
     fh.build_workspace(ws, os.path.join(ref_dir, "ckpt.pt"))
     cases = fh.bad_input_cases(ws)
     runs = [fh.case_to_run(c, ws) for c in cases]
-    results = [fh.run_case_subprocess(r) for r in runs] if real else fh.run_cases_forked(runs)
+    results = fh.run_cases(runs, real_processes=real)
     for program in ("train", "prepare", "sample", "diagnose"):
         trials = []
         for c, r in zip(cases, results):

@@ -18,7 +18,8 @@ $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cu
 
 # 16M train + 1M val random GPT-2 ids (uint16), in the layout data/<name>/prepare.py writes
 $PY - "$DATA" <<'PYEOF'
-import json, os, sys
+import os, sys
+sys.path.insert(0, os.getcwd())
 import numpy as np
 d = sys.argv[1]
 os.makedirs(d, exist_ok=True)
@@ -32,9 +33,8 @@ meta = {"tokenizer": {"name": "gpt2", "vocab_size": 50257, "eot_token": 50256, "
         "dtype": "uint16", "train_tokens": sizes["train"], "val_tokens": sizes["val"],
         "train_docs": sizes["train"] // 1000, "val_docs": sizes["val"] // 1000,
         "source": {"name": "synthetic random GPT-2 ids (bench/gpu_check.sh)", "size": 0, "sha256": ""}}
-with open(os.path.join(d, "meta.json.tmp"), "w") as f:
-    json.dump(meta, f)
-os.replace(os.path.join(d, "meta.json.tmp"), os.path.join(d, "meta.json"))
+from atomic import write_json_atomic  # run from the repository root
+write_json_atomic(os.path.join(d, "meta.json"), meta)
 print(f"synthetic dataset in {d}: {sizes}")
 PYEOF
 

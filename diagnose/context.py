@@ -10,19 +10,14 @@ import os
 import re
 
 import facts
+from configurator import apply_config_file, script_defaults
 from diagnose.parse_common import literal_dict
 from errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# train.py keys worth reading from a log; the rest of a config does not change a diagnosis
-KNOWN_KEYS = {
-    "out_dir", "eval_interval", "log_interval", "eval_iters", "eval_only", "init_from", "dataset",
-    "gradient_accumulation_steps", "batch_size", "block_size", "n_layer", "n_head", "n_embd", "dropout",
-    "bias", "learning_rate", "max_iters", "weight_decay", "beta1", "beta2", "grad_clip", "decay_lr",
-    "warmup_iters", "lr_decay_iters", "min_lr", "device", "dtype", "compile", "lr_schedule", "decay_frac",
-    "seed", "vocab_size", "tokens_per_iter", "early_stop", "max_bad_steps", "peak_flops",
-}
+# train.py's config keys (read from its config block, torch-free), and the facts a log may print
+KNOWN_KEYS = set(script_defaults(os.path.join(REPO, "train.py"))) | {"vocab_size", "tokens_per_iter"}
 # keys another trainer's printed dict may carry with the same meaning as ours
 # (not batch_size / gradient_accumulation_steps: other trainers count them differently)
 DICT_KEYS = {"learning_rate", "max_iters", "warmup_iters", "lr_decay_iters", "min_lr", "weight_decay",
@@ -104,25 +99,6 @@ def config_from_text(text, head):
 # a config file of this project, read without running train.py or importing torch
 
 
-def train_defaults():
-    """train.py's module-level `key = literal` assignments: the values a config file overrides."""
-    path = os.path.join(REPO, "train.py")
-    if not os.path.exists(path):
-        return {}
-    try:
-        tree = ast.parse(open(path).read())
-    except (SyntaxError, OSError):
-        return {}
-    out = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            try:
-                out[node.targets[0].id] = ast.literal_eval(node.value)
-            except (ValueError, SyntaxError):
-                pass
-    return out
-
-
 def _no_torch_import(name, *args, **kwargs):
     if name.split(".")[0] == "torch":
         raise ImportError("torch")
@@ -130,21 +106,16 @@ def _no_torch_import(name, *args, **kwargs):
 
 
 def read_config_file(path):
-    """Run a config file as configurator.py does (plain Python over train.py's defaults)."""
+    """Run a config file as train.py does (configurator.py over train.py's defaults), torch refused."""
     if not os.path.isfile(path):
         raise UserError(f"config file {path} not found; pass a config/*.py file of this project")
-    namespace = dict(train_defaults())
-    namespace["__builtins__"] = dict(vars(builtins), __import__=_no_torch_import)
+    namespace = script_defaults(os.path.join(REPO, "train.py"))
     try:
-        source = open(path).read()
-        exec(compile(source, path, "exec"), namespace)
+        apply_config_file(path, namespace, builtins=dict(vars(builtins), __import__=_no_torch_import), strict=False)
     except ImportError:
         raise UserError(f"config file {path} imports torch; diagnose reads configs without torch, "
                         f"so give the facts as flags (--tokens-per-iter, --max-iters, ...)")
-    except Exception as e:  # the user's file: any error in it is theirs to fix
-        raise UserError(f"config file {path} failed to run ({type(e).__name__}: {e}); fix the file")
-    return {k: v for k, v in namespace.items()
-            if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None)))}
+    return {k: v for k, v in namespace.items() if isinstance(v, (int, float, str, bool, type(None)))}
 
 
 # -----------------------------------------------------------------------------

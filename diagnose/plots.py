@@ -8,11 +8,11 @@ boundaries, best val, spikes, plateau regions, the forecast band. The lower
 panel zooms on the second half of the run, where the questions usually are.
 """
 import os
-import tempfile
 import warnings
 
 import numpy as np
 
+from atomic import write_atomic
 from diagnose.report import run_label
 
 MAX_POINTS = 4000  # above this the raw series is drawn as a per-bucket min/max band
@@ -26,17 +26,8 @@ def _pyplot():
 
 
 def save_atomic(fig, path):
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
 
 
 def _save(fig, out_dir, name):

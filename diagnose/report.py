@@ -7,11 +7,11 @@ import math
 import os
 import shutil
 import sys
-import tempfile
 import textwrap
 
 import numpy as np
 
+from atomic import write_text_atomic
 from diagnose.findings import SEVERITIES
 
 SCHEMA = "diagnose.report/1"
@@ -25,17 +25,8 @@ RESET = "\x1b[0m"
 
 def write_atomic(path, text):
     """Write to a temporary name in the same folder, then rename: never a half-written file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_text_atomic(path, text)
 
 
 def jsonable(x):

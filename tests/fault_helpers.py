@@ -1,12 +1,7 @@
 """
 Helpers for the fault-injection suite (tests/test_faults.py and bench/faults.py): tiny training
-runs that can be killed at chosen moments, damaged files, a crafted malicious checkpoint, the
-table of bad-input cases, and a fork server that runs many short command-line cases fast.
-
-Fork server: `python tests/fault_helpers.py --serve` imports the heavy libraries once (torch,
-numpy, pyarrow), then runs each case it reads from stdin in a forked child, exactly as
-`python SCRIPT ARGS` would run (runpy, sys.argv, cwd, exit status, a traceback printed for an
-uncaught exception). A case costs milliseconds instead of the two seconds of `import torch`.
+runs that can be killed at chosen moments, damaged files, a crafted malicious checkpoint, and
+the table of bad-input cases with a runner that runs most of them in this process.
 """
 import json
 import os
@@ -17,6 +12,9 @@ import sys
 import tempfile
 import threading
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import train_helpers  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PY = sys.executable
@@ -38,9 +36,7 @@ def tiny_train_args(data_dir, out_dir, max_iters=40, eval_interval=10, eval_iter
 
 def make_dataset(data_dir, train_tokens=40000, val_tokens=6000, seed=0):
     """A byte-vocabulary dataset folder (train.bin, val.bin, meta.json) as prepare.py lays it out."""
-    sys.path.insert(0, os.path.join(ROOT, "tests"))
-    from train_helpers import make_dataset as make
-    return make(data_dir, train_tokens=train_tokens, val_tokens=val_tokens, seed=seed)
+    return train_helpers.make_dataset(data_dir, train_tokens=train_tokens, val_tokens=val_tokens, seed=seed)
 
 
 # -----------------------------------------------------------------------------
@@ -127,10 +123,7 @@ def has_traceback(text):
 # checkpoints
 
 
-def load_checkpoint(path):
-    """The checkpoint as train.py loads it (weights_only=True); raises on a damaged file."""
-    import torch
-    return torch.load(path, map_location="cpu", weights_only=True)
+load_checkpoint = train_helpers.load_ckpt  # as train.py loads it (weights_only=True); raises on a damaged file
 
 
 def tensors_of(state, prefix=""):
@@ -543,85 +536,63 @@ def case_to_run(case, ws):
 
 
 # -----------------------------------------------------------------------------
-# the fork server
+# running the cases: train.py, sample.py and diagnose in this process (their stages no longer
+# keep state between runs), prepare.py and cases with environment variables as real processes
 
 
-def fork_run(case):
-    """Run one case {argv, cwd} in a forked child; returns {rc, stdout, stderr}. argv[0] is a
-    script path, or '-m' then a module name, as on a python command line."""
+def run_in_process(case):
+    """One case {argv, cwd, env} run here exactly as `python ARGV` would run it (runpy,
+    sys.argv, the exit status, a traceback printed for an uncaught exception); {rc, stdout, stderr}."""
+    import contextlib
+    import io
     import runpy
-    argv, cwd = case["argv"], case.get("cwd", ROOT)
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        pid = os.fork()
-        if pid == 0:  # the child: become `python ARGV`
-            code = 1
-            try:
-                os.chdir(cwd)
-                os.environ.update(case.get("env") or {})
-                os.dup2(out.fileno(), 1)
-                os.dup2(err.fileno(), 2)
-                if cwd not in sys.path:
-                    sys.path.insert(0, cwd)
-                if argv[0] == "-m":
-                    sys.argv = [argv[1]] + argv[2:]
-                    runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
-                else:
-                    sys.argv = list(argv)
-                    sys.path[0] = os.path.dirname(os.path.abspath(argv[0]))
-                    runpy.run_path(argv[0], run_name="__main__")
-                code = 0
-            except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-                if e.code is not None and not isinstance(e.code, int):
-                    print(e.code, file=sys.stderr)
-            except BaseException:
-                import traceback
-                traceback.print_exc()
-                code = 1
-            finally:
-                try:
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                finally:
-                    os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        rc = os.waitstatus_to_exitcode(status)
-        out.seek(0)
-        err.seek(0)
-        return {"rc": rc, "stdout": out.read().decode("utf-8", "replace"),
-                "stderr": err.read().decode("utf-8", "replace")}
+    import traceback
+    from train_helpers import saved_process_state
+    argv, out, err = case["argv"], io.StringIO(), io.StringIO()
+    with saved_process_state(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        os.chdir(case.get("cwd", ROOT))
+        try:
+            if argv[0] == "-m":
+                sys.argv = [argv[1]] + argv[2:]
+                runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+            else:
+                sys.argv = list(argv)
+                runpy.run_path(argv[0], run_name="__main__")
+            rc = 0
+        except SystemExit as e:
+            rc = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            if e.code is not None and not isinstance(e.code, int):
+                print(e.code, file=sys.stderr)
+        except BaseException:
+            traceback.print_exc()
+            rc = 1
+    return {"rc": rc, "stdout": out.getvalue(), "stderr": err.getvalue()}
 
 
-def serve():
-    """Read a JSON list of cases on stdin, run each in a fork, write a JSON list of results."""
-    os.environ.update(ENV)
-    sys.path.insert(0, ROOT)
-    import numpy  # noqa: F401  (imported once, shared by every fork)
-    import pyarrow.parquet  # noqa: F401
-    import torch  # noqa: F401
-    torch.set_num_threads(1)
-    cases = json.load(sys.stdin)
-    json.dump([fork_run(c) for c in cases], sys.stdout)
+def runs_in_process(case):
+    return not case.get("env") and (case["argv"][0] in ("train.py", "sample.py") or case["argv"][:2] == ["-m", "diagnose"])
 
 
-def run_cases_forked(cases, timeout=600):
-    """Results of many {argv, cwd} cases, run by one fork server."""
-    p = subprocess.run([PY, os.path.abspath(__file__), "--serve"], input=json.dumps(cases),
-                       capture_output=True, text=True, env=ENV, timeout=timeout, cwd=ROOT)
-    if p.returncode != 0:
-        raise RuntimeError(f"fork server failed ({p.returncode}): {p.stderr[-3000:]}")
-    return json.loads(p.stdout)
+def run_cases(cases, real_processes=False, threads=3):
+    """Results of many {argv, cwd, env} cases, in order: in this process where they can run here
+    (unless real_processes), the rest as real processes, a few at a time meanwhile."""
+    from concurrent.futures import ThreadPoolExecutor
+    here = [i for i, c in enumerate(cases) if not real_processes and runs_in_process(c)]
+    results = [None] * len(cases)
+    with ThreadPoolExecutor(threads) as pool:
+        elsewhere = {i: pool.submit(run_case_subprocess, c) for i, c in enumerate(cases) if i not in here}
+        for i in here:
+            results[i] = run_in_process(cases[i])
+        for i, future in elsewhere.items():
+            results[i] = future.result()
+    return results
 
 
 def run_case_subprocess(case, timeout=300):
-    """The same case as a real `python ...` process (what the bench uses)."""
+    """A case as a real `python ...` process."""
     p = run([PY] + case["argv"], cwd=case.get("cwd", ROOT), timeout=timeout,
             env=dict(ENV, **(case.get("env") or {})))
     return {"rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr}
-
-
-if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:
-    serve()
 
 
 # -----------------------------------------------------------------------------
@@ -701,6 +672,22 @@ def _wait_for_temp(out_dir, deadline, prefix=""):
     return False
 
 
+def signal_stop_problems(w, rc, sig, twice, out_dir):
+    """A signalled run must stop cleanly: exit 0 with a checkpoint of the iteration it names
+    (twice, an impatient Ctrl-C, may also exit 130)."""
+    name = signal.Signals(sig).name
+    if twice:
+        return [] if rc in (0, 130) else [f"{name} twice: exit {rc} ({first_error_line(w.stderr)})"]
+    m = re.search(r"stopped by \w+ at iter (\d+)", "\n".join(w.lines))
+    if rc != 0 or m is None:
+        return [f"{name}: exit {rc}, no 'stopped by' line ({first_error_line(w.stderr)})"]
+    if os.path.exists(os.path.join(out_dir, "ckpt.pt")):
+        at = load_checkpoint(os.path.join(out_dir, "ckpt.pt"))["iter_num"]
+        if at != int(m.group(1)):
+            return [f"stopped at iter {m.group(1)} but ckpt.pt holds iter {at}"]
+    return []
+
+
 def kill_trial(data_dir, out_dir, ref, rng, phase, max_iters=40, eval_interval=10, eval_iters=10,
                sig=signal.SIGKILL, extra=(), twice=False):
     """One run killed (or signalled) at a moment chosen by rng within `phase` ('train', 'eval',
@@ -745,20 +732,8 @@ def kill_trial(data_dir, out_dir, ref, rng, phase, max_iters=40, eval_interval=1
         landed = "just after an eval or a write"
     tracebacks = int(has_traceback(w.stderr))
     last = w.last_iter()
-    problems, inconsistent = [], []
-    if sig != signal.SIGKILL and phase != "startup" and twice:
-        if rc not in (0, 130):
-            problems.append(f"{signal.Signals(sig).name} twice: exit {rc} ({first_error_line(w.stderr)})")
-    elif sig != signal.SIGKILL and phase != "startup":
-        # a clean stop: exit 0 and a checkpoint at the current iteration
-        m = re.search(r"stopped by \w+ at iter (\d+)", "\n".join(w.lines))
-        if rc != 0 or m is None:
-            problems.append(f"{signal.Signals(sig).name}: exit {rc}, no 'stopped by' line "
-                            f"({first_error_line(w.stderr)})")
-        elif os.path.exists(os.path.join(out_dir, "ckpt.pt")):
-            at = load_checkpoint(os.path.join(out_dir, "ckpt.pt"))["iter_num"]
-            if at != int(m.group(1)):
-                problems.append(f"stopped at iter {m.group(1)} but ckpt.pt holds iter {at}")
+    problems = signal_stop_problems(w, rc, sig, twice, out_dir) if sig != signal.SIGKILL and phase != "startup" else []
+    inconsistent = []
     inconsistent += checkpoint_problems(out_dir, last)
     inconsistent += metrics_problems(out_dir)
     # resume, as the user would: from ckpt.pt if there is one, else from scratch

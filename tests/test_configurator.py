@@ -147,3 +147,23 @@ def test_train_cli_errors_are_one_line(tmp_path_factory, tmp_path, args, message
             "--min_lr=1e-4", "--block_size=32"]
     p = run_train(base + args, check=False)
     assert message in one_line_error(p)
+
+
+def test_diagnose_reads_train_pys_keys_and_config_files_from_the_same_source():
+    import train
+    from configurator import script_defaults
+    from diagnose import context
+    defaults = script_defaults(os.path.join(ROOT, "train.py"))
+    assert list(defaults) == train.config_keys  # the config block, read without running train.py
+    assert defaults == {k: getattr(train, k) for k in train.config_keys}
+    assert set(train.config_keys) <= context.KNOWN_KEYS
+    cfg = context.read_config_file(os.path.join(ROOT, "config", "train_fineweb_4070.py"))
+    assert cfg == train_config(os.path.join(ROOT, "config", "train_fineweb_4070.py"))  # as train.py reads it
+
+
+def test_diagnose_refuses_a_config_that_imports_torch(tmp_path):
+    from diagnose import context
+    cfg = tmp_path / "c.py"
+    cfg.write_text("import torch\nbatch_size = 4\n")
+    with pytest.raises(UserError, match=r"c.py imports torch; diagnose reads configs without torch"):
+        context.read_config_file(str(cfg))

@@ -165,7 +165,7 @@ def test_killed_preparation_leaves_no_worker_processes(prep, lab):
 
 
 # -----------------------------------------------------------------------------
-# bad input and damaged files, every case a real command line (run by one fork server)
+# bad input and damaged files, every case a command line (most run in this process)
 
 BUGS = {}  # case id -> where the fix belongs, for bad-input cases found failing (none open)
 # damaged files whose content the programs may change (the resume that should have refused them)
@@ -189,7 +189,7 @@ def table(lab):
     fh.build_workspace(ws, os.path.join(lab["ref_dir"], "ckpt.pt"))
     cases = fh.bad_input_cases(ws)
     before = _snapshot(ws)
-    results = fh.run_cases_forked([fh.case_to_run(c, ws) for c in cases])
+    results = fh.run_cases([fh.case_to_run(c, ws) for c in cases])
     return {"ws": ws, "before": before, "after": _snapshot(ws),
             "results": {c["id"]: (c, r) for c, r in zip(cases, results)}}
 

@@ -1,8 +1,11 @@
-"""train.py end to end on tiny CPU runs: resume, metrics, non-finite steps, checkpoints, compile,
-and the data loader's sampling."""
+"""train.py on tiny CPU runs: whole runs in this process (train.main) and the stages on their own
+(a step, an evaluation, save and restore, stop control), a few end-to-end subprocess runs
+(bit-exact resume after a real signal, a checkpoint write killed midway, wandb), and the data
+loader's sampling."""
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -11,7 +14,7 @@ import pytest
 import torch
 
 from dataloader import TokenFile, TrainLoader
-from train_helpers import ROOT, TINY, load_ckpt, make_dataset, read_metrics, run_train
+from train_helpers import ROOT, TINY, load_ckpt, make_dataset, read_metrics, run_train, tiny_run, train_in_process
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +26,7 @@ def data(tmp_path_factory):
 @pytest.fixture(scope="module")
 def full_run(data, tmp_path_factory):
     out = str(tmp_path_factory.mktemp("full"))
-    run_train(TINY + [f"--data_dir={data}", f"--out_dir={out}"])
+    train_in_process(TINY + [f"--data_dir={data}", f"--out_dir={out}"])
     return out
 
 
@@ -36,18 +39,22 @@ def assert_same_state(a, b):
             assert torch.equal(pa[k], pb[k]), k
 
 
-@pytest.mark.parametrize("sampling, signal_name", [("epoch", "sigterm"), ("random", "sigint")])
-def test_interrupted_and_resumed_run_equals_uninterrupted(data, tmp_path, sampling, signal_name):
+@pytest.mark.parametrize("sampling, signal_name, where", [("epoch", "sigterm", "subprocess"),
+                                                         ("random", "sigint", "in-process")])
+def test_interrupted_and_resumed_run_equals_uninterrupted(data, tmp_path, sampling, signal_name, where):
+    # dropout is on and the 12 iterations go round the data 2.6 times: the RNG, the data order
+    # across epochs and the optimizer must all come back from the checkpoint
+    train = (lambda a: run_train(a).stdout) if where == "subprocess" else train_in_process
     args = TINY + [f"--data_dir={data}", f"--sampling={sampling}"]
     full = str(tmp_path / "full")
-    run_train(args + [f"--out_dir={full}"])
+    train(args + [f"--out_dir={full}"])
     out = str(tmp_path / "resumed")
-    p = run_train(args + [f"--out_dir={out}", f"--fault_inject={signal_name}@6"])
-    assert "stopped by SIG" in p.stdout and "resume with --init_from=resume" in p.stdout
+    stdout = train(args + [f"--out_dir={out}", f"--fault_inject={signal_name}@6"])
+    assert "stopped by SIG" in stdout and "resume with --init_from=resume" in stdout
     stopped = load_ckpt(os.path.join(out, "ckpt.pt"))
     assert stopped["iter_num"] == 7  # the iteration under way when the signal came finished first
     assert read_metrics(out)[-1] == {**read_metrics(out)[-1], "event": "end", "reason": "signal"}
-    run_train(args + [f"--out_dir={out}", "--init_from=resume"])
+    train(args + [f"--out_dir={out}", "--init_from=resume"])
     a, b = load_ckpt(os.path.join(full, "ckpt.pt")), load_ckpt(os.path.join(out, "ckpt.pt"))
     assert a["iter_num"] == b["iter_num"] == 12
     assert_same_state(a, b)  # bit-exact: weights and optimizer moments
@@ -86,28 +93,116 @@ def test_metrics_records_follow_the_design(full_run):
 
 
 def test_logged_loss_is_the_mean_over_all_micro_batches(data, tmp_path):
+    from fault_hooks import FaultHooks
     from model import GPT, GPTConfig
-    out = str(tmp_path / "out")
-    run_train(TINY + [f"--data_dir={data}", f"--out_dir={out}", "--max_iters=1", "--dropout=0.0",
-                      "--gradient_accumulation_steps=3"])
-    logged = next(r["loss"] for r in read_metrics(out) if r["event"] == "train")
-    torch.manual_seed(1337)  # the initial weights, as train.py makes them
-    model = GPT(GPTConfig(**load_ckpt(os.path.join(out, "ckpt.pt"))["model_args"]))
-    loader = TrainLoader(TokenFile(os.path.join(data, "train.bin"), "uint16"), 32, 4, 3, 0, 1, 1337, "epoch",
-                         torch.device("cpu"))
-    with torch.no_grad():
-        losses = [model(*loader.next_batch())[1].item() for _ in range(3)]
-    loader.close()
-    assert logged == pytest.approx(sum(losses) / 3, abs=1e-6)
+    from train_step import train_step
+    with tiny_run(data, str(tmp_path / "out"), "--dropout=0.0", "--gradient_accumulation_steps=3") as r:
+        torch.manual_seed(1337)  # the initial weights, as train.py makes them
+        model = GPT(GPTConfig(**r.saver.fixed["model_args"]))
+        loader = TrainLoader(TokenFile(os.path.join(data, "train.bin"), "uint16"), 32, 4, 3, 0, 1, 1337, "epoch",
+                             torch.device("cpu"))
+        with torch.no_grad():
+            losses = [model(*loader.next_batch())[1].item() for _ in range(3)]
+        loader.close()
+        result = train_step(r.t, r.rt, 0, 1e-3, r.stop, FaultHooks())
+    assert result.loss == pytest.approx(sum(losses) / 3, abs=1e-6)
     assert max(losses) - min(losses) > 1e-4  # one micro-batch's loss would not do
+    assert not result.bad and math.isfinite(result.grad_norm) and result.dt > 0
+
+
+def test_a_step_with_a_nonfinite_loss_or_gradient_leaves_the_weights_alone(data, tmp_path):
+    from fault_hooks import FaultHooks
+    from train_step import train_step
+    with tiny_run(data, str(tmp_path / "out")) as r:
+        before = {k: v.clone() for k, v in r.t.raw_model.state_dict().items()}
+        hooks = FaultHooks("loss@0,grad@1")
+        skipped = [train_step(r.t, r.rt, it, 1e-2, r.stop, hooks) for it in (0, 1)]
+        assert [s.bad for s in skipped] == [True, True]
+        assert [s.what_went_bad for s in skipped] == ["loss", "gradient norm"]
+        assert math.isnan(skipped[0].loss) and math.isfinite(skipped[1].loss) and math.isnan(skipped[1].grad_norm)
+        assert all(torch.equal(v, r.t.raw_model.state_dict()[k]) for k, v in before.items())
+        assert r.t.optimizer.state == {} or all(not s for s in r.t.optimizer.state.values())
+        good = train_step(r.t, r.rt, 2, 1e-2, r.stop, hooks)
+        assert not good.bad
+        assert not torch.equal(before["transformer.wte.weight"], r.t.raw_model.state_dict()["transformer.wte.weight"])
+
+
+def test_evaluate_is_the_mean_over_the_same_fixed_windows_every_time(data, tmp_path):
+    from evaluation import evaluate
+    with tiny_run(data, str(tmp_path / "out"), "--dropout=0.1") as r:
+        first, again = evaluate(r.eval_model, r.eval_sets, r.rt), evaluate(r.eval_model, r.eval_sets, r.rt)
+        assert list(first) == ["train_loss", "val_loss", "train_loss_se", "val_loss_se"]  # the eval record's fields
+        assert first == again  # the same windows, dropout off (eval mode)
+        assert r.eval_model.training  # back in train mode
+        with torch.no_grad():
+            r.eval_model.eval()
+            val = [r.eval_model(*r.eval_sets.batch("val", k, r.rt.device))[1].item() for k in range(4)]
+            r.eval_model.train()
+    assert first["val_loss"] == pytest.approx(np.mean(val), abs=1e-6)
+    assert first["val_loss_se"] == pytest.approx(np.std(val, ddof=1) / 2, abs=1e-6)
+
+
+def test_save_then_restore_brings_back_the_training_state(data, tmp_path):
+    from fault_hooks import FaultHooks
+    from run_state import RunState, restore_rng, restore_training
+    from train_step import train_step
+    out = str(tmp_path / "out")
+    with tiny_run(data, out) as r:
+        for it in range(3):
+            train_step(r.t, r.rt, it, 1e-2, r.stop, FaultHooks())
+        r.state.iter_num, r.state.tokens_seen = 3, 3 * 256
+        assert r.state.record_eval(4.5) and not r.state.record_eval(4.6)  # a worse val is never the best
+        r.saver.save(r.t, r.state, best=True)
+        expected_next = r.t.loader.next_batch()[0]
+        expected_rand = torch.rand(3)
+    ckpt = load_ckpt(os.path.join(out, "ckpt.pt"))
+    assert load_ckpt(os.path.join(out, "best.pt"))["iter_num"] == 3
+    assert RunState.from_checkpoint(ckpt) == RunState(3, 4.5, 3, 768, 3, None)
+    with tiny_run(data, str(tmp_path / "other"), "--seed=99") as fresh:
+        fresh.t.raw_model.load_state_dict(ckpt["model"])
+        restore_training(fresh.t, ckpt)
+        assert restore_rng(ckpt, fresh.rt) is None
+        assert torch.equal(fresh.t.loader.next_batch()[0], expected_next)
+        assert torch.equal(torch.rand(3), expected_rand)
+        saved_moments = [s["exp_avg"] for s in ckpt["optimizer"]["state"].values()]
+        moments = [s["exp_avg"] for s in fresh.t.optimizer.state_dict()["state"].values()]
+        assert len(moments) == len(saved_moments) > 0 and all(map(torch.equal, moments, saved_moments))
+
+
+def test_stop_control_signals_bad_steps_and_end_reasons():
+    import signal
+    import runtime
+    from stop_control import StopControl
+    from train_step import StepResult
+    rt = runtime.setup("cpu", "float32", ranks=(0, None, 1))
+    stop = StopControl(rt, max_bad_steps=2)
+    step = lambda bad=False, stop_any=False: StepResult(float("nan") if bad else 1.0, 1.0, bad, stop_any, 0.1, 0.0)
+    assert stop.end_reason(3, 10) is None and stop.end_reason(10, 10) == "max_iters"
+    stop.on_signal(signal.SIGTERM, None)
+    assert stop.signal_requested and stop.end_reason(3, 10) is None  # not until every rank knows (a step)
+    with pytest.raises(KeyboardInterrupt):  # a second Ctrl-C interrupts at once
+        stop.on_signal(signal.SIGINT, None)
+    stop.after_step(3, step(stop_any=True))
+    assert stop.end_reason(4, 10) == "signal" and stop.signal_name == "SIGTERM"
+    other = StopControl(rt, max_bad_steps=2)
+    other.after_step(0, step(stop_any=True))  # another rank's signal
+    assert other.signal_name == "a signal to another rank"
+    other.after_step(1, step(bad=True))
+    other.after_step(2, step())
+    other.after_step(3, step(bad=True))
+    assert not other.too_many_bad_steps
+    other.after_step(4, step(bad=True))
+    assert other.too_many_bad_steps and (other.first_bad, other.bad_in_a_row, other.bad_total) == (3, 2, 3)
+    other.check_early_stop(None)
+    assert other.early_stop_reason is None
 
 
 def test_nonfinite_steps_are_skipped_not_applied(data, tmp_path):
     args = TINY + [f"--data_dir={data}", "--eval_interval=100"]
     short, faulty = str(tmp_path / "short"), str(tmp_path / "faulty")
-    run_train(args + [f"--out_dir={short}", "--max_iters=3"])
-    p = run_train(args + [f"--out_dir={faulty}", "--max_iters=5", "--fault_inject=loss@3,grad@4"])
-    assert "warning: iter 3: non-finite loss" in p.stdout and "warning: iter 4: non-finite gradient norm" in p.stdout
+    train_in_process(args + [f"--out_dir={short}", "--max_iters=3"])
+    stdout = train_in_process(args + [f"--out_dir={faulty}", "--max_iters=5", "--fault_inject=loss@3,grad@4"])
+    assert "warning: iter 3: non-finite loss" in stdout and "warning: iter 4: non-finite gradient norm" in stdout
     # iterations 3 and 4 had non-finite values: their updates never happened
     assert_same_state(load_ckpt(os.path.join(short, "ckpt.pt")), load_ckpt(os.path.join(faulty, "ckpt.pt")))
     records = read_metrics(faulty)
@@ -118,12 +213,12 @@ def test_nonfinite_steps_are_skipped_not_applied(data, tmp_path):
 
 
 def test_too_many_bad_steps_in_a_row_stop_the_run(data, tmp_path):
+    from errors import UserError
     out = str(tmp_path / "out")
-    p = run_train(TINY + [f"--data_dir={data}", f"--out_dir={out}", "--eval_interval=2", "--max_bad_steps=3",
-                          "--fault_inject=loss@2-20"], check=False)
-    assert p.returncode == 2
-    assert p.stderr.strip().startswith("error: 3 non-finite steps in a row (iters 2-4)")
-    assert len(p.stderr.strip().splitlines()) == 1
+    with pytest.raises(UserError) as e:
+        train_in_process(TINY + [f"--data_dir={data}", f"--out_dir={out}", "--eval_interval=2", "--max_bad_steps=3",
+                                 "--fault_inject=loss@2-20"])
+    assert str(e.value).startswith("3 non-finite steps in a row (iters 2-4)") and "\n" not in str(e.value)
     records = read_metrics(out)
     assert records[-1]["event"] == "end" and records[-1]["reason"] == "nonfinite"
     last, best = load_ckpt(os.path.join(out, "ckpt.pt")), load_ckpt(os.path.join(out, "best.pt"))
@@ -138,8 +233,8 @@ def test_best_checkpoint_is_never_overwritten_by_a_worse_val(tmp_path):
     data = make_dataset(str(tmp_path / "data"), train_ids=rng.integers(0, 10, 2000),
                         val_ids=rng.integers(0, 20, 1000))
     out = str(tmp_path / "out")
-    run_train(TINY + [f"--data_dir={data}", f"--out_dir={out}", "--eval_interval=2", "--max_iters=20",
-                      "--dropout=0.0", "--learning_rate=3e-2", "--min_lr=3e-2"])
+    train_in_process(TINY + [f"--data_dir={data}", f"--out_dir={out}", "--eval_interval=2", "--max_iters=20",
+                             "--dropout=0.0", "--learning_rate=3e-2", "--min_lr=3e-2"])
     evals = [r for r in read_metrics(out) if r["event"] == "eval"]
     vals = [r["val_loss"] for r in evals]
     best_i = int(np.argmin(vals))
@@ -179,21 +274,47 @@ def test_a_checkpoint_write_killed_midway_leaves_the_previous_one(tmp_path, wher
     assert ckpt["version"] == 1 and torch.equal(ckpt["w"], torch.ones(1000))
 
 
-def test_compile_path_on_cpu(data, tmp_path):
+def test_compile_path_on_cpu_says_what_it_is_doing(data, tmp_path):
     out = str(tmp_path / "out")
-    p = run_train(TINY + [f"--data_dir={data}", f"--out_dir={out}", "--compile=True", "--max_iters=2",
-                          "--eval_interval=100"], timeout=200)
+    stdout = train_in_process(TINY + [f"--data_dir={data}", f"--out_dir={out}", "--compile=True", "--max_iters=2",
+                                      "--eval_interval=100"])
     run = read_metrics(out)[0]
-    # compiled, or (without a working compiler) fell back to eager with a warning
-    assert run["system"]["compile"] is True or "warning: compile=True cannot work here" in p.stdout
+    assert "compiling the model (torch.compile, one trial step of 4 x 32 tokens) ..." in stdout
+    # compiled (and said how long it took), or (without a working compiler) fell back to eager with a warning
+    if run["system"]["compile"] is True:
+        assert re.search(r"^compiled in \d+\.\ds", stdout, re.M)
+    else:
+        assert "warning: compile=True cannot work here" in stdout
+    assert "evaluating (4 batches of 4 x 32 tokens per split) ..." in stdout
     ckpt = load_ckpt(os.path.join(out, "ckpt.pt"))
     assert ckpt["iter_num"] == 2 and not any("_orig_mod" in k for k in ckpt["model"])
 
 
+def test_a_gpu_config_on_a_cpu_says_so_with_a_time_per_iteration():
+    import runtime
+    import train_setup
+    from configurator import configure
+    import train
+    rt = runtime.setup("cpu", "float32", ranks=(0, None, 1))
+    gpu = configure({k: getattr(train, k) for k in train.config_keys}, [os.path.join(ROOT, "config", "train_fineweb_4070.py")])
+    fpt = 6 * 30_000_000  # about the reference model's FLOPs per token
+    note = train_setup.cpu_time_estimate(gpu, fpt, rt)
+    m = re.match(r"note: this config runs on the CPU \(.*\): at least (\d+)([hm])(\d+)[ms] per iteration of "
+                 r"524,288 tokens \(94\.4 TFLOP at the ([\d,]+) GFLOP/s a matmul measured here\)", note)
+    assert m, note
+    big, unit, small = int(m.group(1)), m.group(2), int(m.group(3))
+    seconds = big * 3600 + small * 60 if unit == "h" else big * 60 + small
+    rate = float(m.group(4).replace(",", "")) * 1e9
+    assert seconds == pytest.approx(94.37e12 / rate, rel=0.05, abs=61 if unit == "h" else 1.5)
+    assert "--compile=False" in note  # the config compiles: that takes minutes on a CPU too
+    tiny = dict(gpu, batch_size=4, block_size=32, gradient_accumulation_steps=2)
+    assert train_setup.cpu_time_estimate(tiny, fpt, rt) is None  # a CPU-sized config: no note
+
+
 def test_eval_only(full_run):
     before = os.path.getmtime(os.path.join(full_run, "ckpt.pt"))
-    run_train(TINY + [f"--out_dir={full_run}", "--init_from=resume", "--eval_only=True",
-                      f"--data_dir={read_metrics(full_run)[0]['config']['data_dir']}"])
+    train_in_process(TINY + [f"--out_dir={full_run}", "--init_from=resume", "--eval_only=True",
+                             f"--data_dir={read_metrics(full_run)[0]['config']['data_dir']}"])
     records = read_metrics(full_run)
     assert records[-1]["reason"] == "eval_only" and records[-2]["event"] == "eval" and records[-2]["iter"] == 12
     assert os.path.getmtime(os.path.join(full_run, "ckpt.pt")) == before
@@ -260,12 +381,13 @@ def test_early_stop_on_confirmed_overfitting_keeps_best(tmp_path):
     data = make_dataset(str(tmp_path / "data"), train_ids=rng.integers(0, 10, 2000),
                         val_ids=rng.integers(0, 20, 1000))
     out = str(tmp_path / "out")
-    p = run_train(TINY + [f"--data_dir={data}", f"--out_dir={out}", "--eval_interval=2", "--max_iters=60",
-                          "--dropout=0.0", "--learning_rate=3e-2", "--min_lr=3e-2", "--live_diagnose=True",
-                          "--early_stop=True"])
+    stdout = train_in_process(TINY + [f"--data_dir={data}", f"--out_dir={out}", "--eval_interval=2",
+                                      "--max_iters=60", "--dropout=0.0", "--learning_rate=3e-2", "--min_lr=3e-2",
+                                      "--live_diagnose=True", "--early_stop=True"])
     records = read_metrics(out)
     assert records[-1]["reason"] == "early_stop"
-    assert any(r["event"] == "warning" for r in records) and "warning: " in p.stdout
+    assert any(r["event"] == "warning" for r in records) and "warning: " in stdout
+    assert re.search(r"^early stop: .*; stopped at iter \d+, best.pt \(iter \d+\) kept$", stdout, re.M)
     best, last = load_ckpt(os.path.join(out, "best.pt")), load_ckpt(os.path.join(out, "ckpt.pt"))
     assert best["iter_num"] < last["iter_num"] < 60
     assert [r["iter"] for r in records if r["event"] == "checkpoint"].count(last["iter_num"]) == 1

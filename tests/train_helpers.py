@@ -58,3 +58,68 @@ def read_metrics(out_dir):
 def load_ckpt(path):
     import torch
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+# --- in process: the stages and whole runs without a new interpreter (no torch import per run) ---
+
+class saved_process_state:
+    """Puts back what a program run in this process may change: signal handlers, sys.argv,
+    the environment, the working directory."""
+
+    def __enter__(self):
+        import signal
+        self.handlers = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        self.argv, self.env, self.cwd = list(sys.argv), dict(os.environ), os.getcwd()
+        return self
+
+    def __exit__(self, *exc):
+        import signal
+        for s, h in self.handlers.items():
+            signal.signal(s, h)
+        sys.argv[:] = self.argv
+        os.environ.clear()
+        os.environ.update(self.env)
+        os.chdir(self.cwd)
+
+
+def train_in_process(args):
+    """train.main(args) here; returns what it printed. A UserError propagates."""
+    import contextlib
+    import io
+    import train
+    out = io.StringIO()
+    with saved_process_state(), contextlib.redirect_stdout(out):
+        train.main(list(args))
+    return out.getvalue()
+
+
+def tiny_config(data_dir, out_dir, *args):
+    """train.py's resolved config for a TINY run, as main() makes it."""
+    import train
+    from configurator import Config, configure
+    c = Config(configure({k: getattr(train, k) for k in train.config_keys},
+                         TINY + [f"--data_dir={data_dir}", f"--out_dir={out_dir}", *args]))
+    train.validate(c)
+    return c
+
+
+class tiny_run(saved_process_state):
+    """`with tiny_run(data, out, '--max_iters=3') as r:` a train.Run set up by train.start(), its
+    loop not yet started; closed (loader, log, signal handlers) on leaving."""
+
+    def __init__(self, data_dir, out_dir, *args):
+        self.config = tiny_config(data_dir, out_dir, *args)
+
+    def __enter__(self):
+        import contextlib
+        import io
+        import train
+        super().__enter__()
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.run = train.start(self.config)
+        return self.run
+
+    def __exit__(self, *exc):
+        self.run.t.loader.close()
+        self.run.log.close()
+        super().__exit__(*exc)

@@ -49,7 +49,7 @@ from data.fineweb_single.tokenize_worker import (  # noqa: E402
     TokenSlots, hash_batch, init_worker, keep_freed_memory, tokenize_batch)
 from errors import UserError, exit_on_user_error  # noqa: E402
 from facts import read_dataset_meta  # noqa: E402
-from tokenizer import TOKENIZERS, load_tokenizer  # noqa: E402
+from tokenizer import TOKENIZERS, GPT2RanksError, load_tokenizer  # noqa: E402
 
 # no tqdm monitor thread: worker processes are forked, and forking a process while another of
 # its threads holds a lock can deadlock the child
@@ -128,7 +128,10 @@ def main(argv=None):
 
     # everything that can be wrong with the input is checked before any output is touched
     sources = [Source(path, args.text_column) for path in find_input_files(args.input)]
-    tok = load_tokenizer(args.tokenizer, args.bpe_file)
+    try:
+        tok = load_tokenizer(args.tokenizer, args.bpe_file)
+    except GPT2RanksError as e:  # the library's message is neutral: name this script's flags
+        raise UserError(f"{e}; pass it with --bpe-file PATH, or use --tokenizer byte") from None
     dtype = token_dtype(tok.n_vocab, args.dtype)
     request = {"files": [[os.path.basename(s.path), s.size] for s in sources],
                "text_column": args.text_column, "tokenizer": tok.name, "dtype": str(dtype), "dedup": args.dedup,
