@@ -143,7 +143,7 @@ def cpu_time_estimate(config, flops_per_token, rt):
         if config['compile'] else ""
     return (f"note: this config runs on the CPU ({rt.device_name}): at least {format_duration(seconds)} per "
             f"iteration of {tokens:,} tokens ({flops_per_token * tokens / 1e12:,.1f} TFLOP at the "
-            f"{rate / 1e9:,.0f} GFLOP/s a matmul measured here); a config made for a GPU wants a GPU, or "
+            f"{rate / 1e9:,.1f} GFLOP/s a matmul measured here); a config made for a GPU wants a GPU, or "
             f"a smaller batch_size x gradient_accumulation_steps or model{hint}")
 
 
