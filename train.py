@@ -145,7 +145,6 @@ def main(argv=None):
     c = Config(configure({k: globals()[k] for k in config_keys}, argv, help_source=__file__))
     validate(c)
     r = start(c)
-    end_reason = None
     while True:
         it = r.state.iter_num
         lr = facts.lr_from_config(it, c)
