@@ -67,7 +67,7 @@ def test_missing_best_pt_is_noted_once_and_ckpt_pt_used(run_dir, tmp_path, capsy
 @pytest.mark.parametrize("arg, message", [
     ("--top_k=-1", "top_k=-1 is negative; use 0 for all tokens"),
     ("--temperature=-0.5", "temperature=-0.5 is negative or not finite; use 0 (greedy) or more"),
-    ("--temperature=inf", "temperature=inf is negative or not finite"),
+    ("--temperature=1e999", "temperature=inf is negative or not finite"),
     ("--num_samples=0", "num_samples=0 must be at least 1; e.g. --num_samples=1"),
     ("--max_new_tokens=0", "max_new_tokens=0 must be at least 1; e.g. --max_new_tokens=200"),
     ("--checkpoint=last", "checkpoint='last' is not 'best' or 'latest'; e.g. --checkpoint=best"),
