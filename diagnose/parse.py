@@ -12,6 +12,7 @@ import json
 import os
 
 from diagnose.context import apply_context
+from diagnose.run import grad_accum_of
 from errors import UserError
 
 FORMATS_TRIED = ("metrics.jsonl, wandb or Lightning CSV, nanoGPT, llm.c, modded-nanogpt, build-nanogpt, "
@@ -105,4 +106,6 @@ def load_run(path, **context):
             run.config.update(cfg)
             run.notes.append(f"config from {cfg_path}")
     apply_context(run, **context)
+    if run.grad_accum is None:  # --config FILE.py may say what the log did not
+        run.grad_accum = grad_accum_of(run.config)
     return run

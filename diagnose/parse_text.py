@@ -9,6 +9,7 @@ shapes a log uses is decided on its first 512 KB and last 256 KB.
 import re
 
 from diagnose.parse_common import Rows, finish_run, literal_dict
+from diagnose.run import grad_accum_of
 from errors import UserError
 
 V = r"([^\s,|%<#]+)"  # a value; what float() cannot read becomes NaN later (`<`, `#`: a hand-written note)
@@ -38,13 +39,13 @@ def _megatron_rows(matches):
               ("dt_ms", r"elapsed time per iteration \(ms\):? " + V), ("grad_scale", r"loss scale:? " + V))
     found = [(c, re.compile(p)) for c, p in fields]
     out = []
-    for it, _total, rest in matches:
-        vals = []
+    for it, total, rest in matches:
+        vals = [total]
         for _, rx in found:
             m = rx.search(rest)
             vals.append(m.group(1) if m else "")
         out.append((it, *vals))
-    return ("iter",) + tuple(c for c, _ in found), out
+    return ("iter", "_max_iters") + tuple(c for c, _ in found), out
 
 
 def _llmc_val_rows(matches):
@@ -273,9 +274,8 @@ ACCUM_RX = re.compile(r"(?i)\bgrad(?:ient)?[ _]accum(?:ulation)?[ _]steps\s*[:=]
 
 def _grad_accum(text, config):
     """Micro-batches per iteration, when the log says (an echoed config first, then a printed count)."""
-    v = config.get("gradient_accumulation_steps")
-    if isinstance(v, int) and not isinstance(v, bool) and v > 0:
-        return v
+    if grad_accum_of(config):
+        return grad_accum_of(config)
     m = ACCUM_RX.search(text)
     return int(m.group(1)) if m else None
 

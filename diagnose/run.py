@@ -24,6 +24,12 @@ TRAIN_LOSS_KINDS = (
 )
 
 
+def grad_accum_of(config):
+    """gradient_accumulation_steps from a config, when it is a positive integer; else None."""
+    v = config.get("gradient_accumulation_steps")
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
+
+
 def empty_columns(names):
     return {name: np.array([], dtype=float) for name in names}
 
