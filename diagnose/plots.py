@@ -27,15 +27,18 @@ def _pyplot():
 
 def save_atomic(fig, path):
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
-    os.close(fd)
+    tmp = None
     try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".png")
+        os.close(fd)
         fig.savefig(tmp, format="png", dpi=110)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as e:
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):  # name the file the user asked for, not the temporary one
+            raise OSError(e.errno, e.strerror or str(e), path) from e
         raise
 
 
