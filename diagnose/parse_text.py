@@ -269,14 +269,14 @@ def _train_loss_kind(recognised):
 
 # nanochat `gradient accumulation steps: 2`, llm.c `=> setting grad_accum_steps=16`,
 # build-nanogpt `=> calculated gradient accumulation steps: 32`
-ACCUM_RX = re.compile(r"(?i)\bgrad(?:ient)?[ _]accum(?:ulation)?[ _]steps\s*[:=]\s*(\d+)\b(?!\s*[*/])")
+ACCUM_RX = re.compile(r"\b[Gg]rad(?:ient)?[ _]accum(?:ulation)?[ _]steps\s*[:=]\s*(\d+)\b(?!\s*[*/])")
 
 
 def _grad_accum(text, config):
     """Micro-batches per iteration, when the log says (an echoed config first, then a printed count)."""
     if grad_accum_of(config):
         return grad_accum_of(config)
-    m = ACCUM_RX.search(text)
+    m = ACCUM_RX.search(text[:HEAD])  # printed at start-up, before the first step
     return int(m.group(1)) if m else None
 
 
