@@ -22,9 +22,19 @@ def write_atomic(path, write):
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:  # name the file the caller asked for, not the temporary one
+        raise OSError(e.errno, e.strerror or str(e), path) from e
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def make_parent(path):
+    """Create path's folder; a failure names path, the file the caller wanted to write."""
+    try:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    except OSError as e:
+        raise OSError(e.errno, e.strerror or str(e), path) from e
 
 
 def write_text_atomic(path, text):

@@ -17,7 +17,8 @@ EPILOG = """examples:
   python -m diagnose train.log --config config/train_fineweb_4070.py --data data/fineweb_single
   python -m diagnose llmc_main.log --tokens-per-iter 524288 --train-tokens 10e9 --plot plots/
   python -m diagnose out_a/ out_b/ --plot plots/   # compare runs on a tokens axis
-exit status: 0, 1 with --strict when any finding is a warning or worse, 2 on bad input"""
+exit status: 0, 1 with --strict when any finding is a warning or worse, 2 on bad input
+  or when a report or plot cannot be written (the terminal report is still printed)"""
 
 
 class Parser(argparse.ArgumentParser):
@@ -88,24 +89,27 @@ def main(argv=None):
     runs = [load_run(p, **ctx) for p in args.paths]
     findings = [run_all(r) for r in runs]
 
+    failed = []
     if len(runs) == 1:
         run, found = runs[0], findings[0]
         plots = []
         if args.plot:
             from diagnose.plots import plot_run
-            plots = plot_run(run, found, args.plot)
+            plots = _written(failed, "plot", lambda: plot_run(run, found, args.plot)) or []
         if not args.quiet:
             sys.stdout.write(report.render_terminal(run, found, colour=report.use_colour()))
             for p in plots:
                 print(f"plot: {p}")
         if args.md:
             rel = [os.path.relpath(p, os.path.dirname(os.path.abspath(args.md))) for p in plots]
-            report.write_atomic(args.md, report.render_markdown(run, found, rel))
+            _written(failed, "--md", lambda: report.write_atomic(args.md, report.render_markdown(run, found, rel)))
         if args.json:
-            report.write_atomic(args.json, report.render_json(run, found, plots))
+            _written(failed, "--json", lambda: report.write_atomic(args.json, report.render_json(run, found, plots)))
     else:
-        _compare(args, runs, findings)
+        _compare(args, runs, findings, failed)
 
+    if failed:
+        return 2
     worst = max((f.rank() for fs in findings for f in fs), default=0)
     from diagnose.findings import SEVERITIES
     if args.strict and worst >= SEVERITIES.index("warning"):
@@ -113,16 +117,31 @@ def main(argv=None):
     return 0
 
 
-def _compare(args, runs, findings):
+def _written(failed, what, write):
+    """Run one file write; an OSError (read-only folder, full disk, a file in the way) becomes one
+    line on stderr naming the file, so the rest of the report still comes out."""
+    try:
+        return write()
+    except OSError as e:
+        name = e.filename or what
+        line = (f"error: cannot write {what} {name} ({e.strerror or e}); "
+                f"give a writable folder with free space")
+        print(line, file=sys.stderr)
+        failed.append(line)
+        return None
+
+
+def _compare(args, runs, findings, failed):
     from diagnose import compare, report
     rows = compare.table_rows(runs, findings)
     plots = []
     if args.plot:
         from diagnose.plots import plot_compare, plot_run
         axes = [compare.tokens_axis(r)[0] for r in runs]
-        plots = plot_compare(runs, axes, args.plot)
+        plots = _written(failed, "plot", lambda: plot_compare(runs, axes, args.plot)) or []
         for i, (run, found) in enumerate(zip(runs, findings)):
-            plots += plot_run(run, found, args.plot, name=f"loss_{i + 1}_{_safe(report.run_label(run))}.png")
+            name = f"loss_{i + 1}_{_safe(report.run_label(run))}.png"
+            plots += _written(failed, "plot", lambda: plot_run(run, found, args.plot, name=name)) or []
     if not args.quiet:
         sys.stdout.write(compare.render_table(rows))
         for run, found in zip(runs, findings):
@@ -135,12 +154,12 @@ def _compare(args, runs, findings):
         parts = ["# Comparison", "", compare.render_table(rows, markdown=True)]
         parts += [f"![{os.path.basename(p)}]({os.path.relpath(p, base)})" for p in plots[:1]]
         parts += [report.render_markdown(r, f) for r, f in zip(runs, findings)]
-        report.write_atomic(args.md, "\n".join(parts))
+        _written(failed, "--md", lambda: report.write_atomic(args.md, "\n".join(parts)))
     if args.json:
         docs = [report.to_json(r, f) for r, f in zip(runs, findings)]
         doc = compare.compare_json(rows, docs)
         doc["plots"] = plots
-        report.write_atomic(args.json, json.dumps(doc, indent=2, allow_nan=False) + "\n")
+        _written(failed, "--json", lambda: report.write_atomic(args.json, json.dumps(doc, indent=2, allow_nan=False) + "\n"))
 
 
 def _safe(name):

@@ -4,12 +4,12 @@ Run every detector over a Run and return the findings, most severe first.
 A detector that raises does not take the others down: its error becomes an
 'internal.<name>' info finding (tests call the detectors directly, so real bugs still fail them).
 """
-from diagnose.detectors import (capacity, forecast_final, instability, noise_model, overfit,
+from diagnose.detectors import (capacity, excerpt, forecast_final, instability, noise_model, overfit,
                                 plateau, repetition, sanity, schedule, throughput)
 from diagnose.findings import Finding
 
 DETECTORS = [sanity, noise_model, plateau, forecast_final, overfit, repetition, capacity,
-             instability, schedule, throughput]
+             instability, schedule, throughput, excerpt]
 # cheap enough for every eval inside train.py
 LIVE_DETECTORS = [overfit, plateau, instability, repetition]
 

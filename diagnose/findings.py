@@ -5,7 +5,19 @@ Detectors return lists of these; the report, JSON and plots only render them.
 """
 from dataclasses import asdict, dataclass, field
 
-SEVERITIES = ("info", "notice", "warning", "critical")  # in rising order
+SEVERITIES = ("ok", "info", "notice", "warning", "critical")  # in rising order; 'ok': a question answered "no"
+
+# the questions a user asks of a run, each answered by the findings whose id starts with one of
+# its prefixes (the most severe of them), "no" answers included; `what to change` gathers the
+# recommendations of every warning. Order: as the report lists them.
+QUESTIONS = (
+    ("overfitting", "Am I overfitting?", ("overfit",)),
+    ("epochs", "How many times have I seen my data, and does it matter?", ("data.repetition",)),
+    ("plateau", "Is this a plateau, or is the LR still decaying?", ("plateau",)),
+    ("bump", "Is that bump noise?", ("instability",)),
+    ("forecast", "What will my final loss be?", ("forecast.final", "forecast.whatif")),
+    ("change", "What should I change?", ()),
+)
 
 
 @dataclass

@@ -12,9 +12,11 @@ import json
 import os
 
 from diagnose.context import apply_context
+from diagnose.run import grad_accum_of
 from errors import UserError
 
-FORMATS_TRIED = "metrics.jsonl, wandb CSV, nanoGPT, llm.c, modded-nanogpt and generic text logs"
+FORMATS_TRIED = ("metrics.jsonl, wandb or Lightning CSV, nanoGPT, llm.c, modded-nanogpt, build-nanogpt, "
+                 "nanochat, torchtitan, HF Trainer, Megatron and generic text logs")
 
 
 def read_bytes(path):
@@ -50,6 +52,19 @@ def _is_jsonl(path, raw):
     return isinstance(rec, dict) and "event" in rec
 
 
+def _without_leading_comments(text):
+    """The text after leading blank and `#` lines (a pasted CSV often starts with a note)."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end + 1
+        line = text[start:end].strip()
+        if line and not line.startswith("#"):
+            break
+        start = end
+    return text[start:]
+
+
 def parse_file(path):
     """The Run in one file, before context is applied."""
     from diagnose.parse_csv import looks_like_csv, parse_csv
@@ -59,8 +74,9 @@ def parse_file(path):
     if _is_jsonl(path, raw):
         return parse_jsonl(path, raw)
     text = raw.decode("utf-8", errors="replace").lstrip("\ufeff")
-    if looks_like_csv(text.split("\n", 1)[0]):
-        return parse_csv(path, text)
+    body = _without_leading_comments(text)
+    if looks_like_csv(body.split("\n", 1)[0]):
+        return parse_csv(path, body)
     return parse_text(path, text)
 
 
@@ -90,4 +106,6 @@ def load_run(path, **context):
             run.config.update(cfg)
             run.notes.append(f"config from {cfg_path}")
     apply_context(run, **context)
+    if run.grad_accum is None:  # --config FILE.py may say what the log did not
+        run.grad_accum = grad_accum_of(run.config)
     return run

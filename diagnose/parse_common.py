@@ -4,6 +4,7 @@ turned into a Run's numpy columns once at the end, with restarts split into
 segments and repeated iterations resolved (the last occurrence wins).
 """
 import ast
+import re
 
 import numpy as np
 
@@ -173,10 +174,22 @@ def finish_run(source, fmt, rows_list, boundaries=(), ordered=True, **facts):
     return run
 
 
-def literal_dict(text):
-    """The dict a log line printed (`{'loss': 2.1, ...}`), or None when the text is not one."""
+# a bare nan/inf as Python prints a float (`'grad_norm': nan`), which literal_eval cannot read
+NONFINITE_RX = re.compile(r"(?<![\w'\"])(-?)(nan|inf)(?![\w'\"])")
+
+
+def _literal(text):
     try:
-        d = ast.literal_eval(text)
+        return ast.literal_eval(text)
     except (ValueError, SyntaxError, MemoryError, RecursionError):
         return None
+
+
+def literal_dict(text):
+    """The dict a log line printed (`{'loss': 2.1, 'grad_norm': nan}`), or None when the text is not one."""
+    d = _literal(text)
+    if d is None and ("nan" in text or "inf" in text):
+        d = _literal(NONFINITE_RX.sub(r"'\1\2'", text))
+        if isinstance(d, dict):
+            d = {k: float(v) if v in ("nan", "inf", "-inf", "-nan") else v for k, v in d.items()}
     return d if isinstance(d, dict) else None

@@ -1,7 +1,8 @@
 """
-A wandb CSV export into a Run: the run page's history export (`_step`, `iter`,
-`train/loss`, `val/loss`, `lr`, ...) or a panel export (`Step`, `<run> - train/loss`,
-with `__MIN`/`__MAX` columns that are dropped).
+A CSV of metrics into a Run: a wandb export (the run page's history export: `_step`,
+`iter`, `train/loss`, `val/loss`, `lr`, ...; or a panel export: `Step`, `<run> - train/loss`,
+with `__MIN`/`__MAX` columns that are dropped), or Lightning's CSVLogger `metrics.csv`
+(`epoch`, `step`, `train_loss_step`, `train_loss_epoch`, `val_loss`; unused cells empty).
 """
 import csv
 import io
@@ -18,8 +19,12 @@ TRAIN_NAMES = {"train_loss": "loss", "loss": "loss", "train_lm_loss": "loss",
                "lr": "lr", "learning_rate": "lr", "train_lr": "lr", "train_learning_rate": "lr",
                "grad_norm": "grad_norm", "train_grad_norm": "grad_norm", "mfu": "mfu", "train_mfu": "mfu",
                "tokens": "tokens", "epoch": "epoch", "train_epoch": "epoch", "dt_ms": "dt_ms",
-               "tokens_per_sec": "tokens_per_sec", "grad_scale": "grad_scale"}
-VAL_NAMES = ("val_loss", "eval_loss", "valid_loss", "validation_loss", "val_lm_loss", "eval_val_loss")
+               "tokens_per_sec": "tokens_per_sec", "grad_scale": "grad_scale",
+               "train_loss_step": "loss", "loss_step": "loss"}  # Lightning's on_step value
+VAL_NAMES = ("val_loss", "eval_loss", "valid_loss", "validation_loss", "val_lm_loss", "eval_val_loss",
+             "val_loss_epoch")
+# Lightning's on_epoch summaries: the mean over the epoch, logged once at its last step
+EPOCH_SUMMARY_NAMES = ("train_loss_epoch", "loss_epoch")
 VAL_SE_NAMES = ("val_loss_se", "eval_val_loss_se")
 TRAIN_SE_NAMES = ("train_loss_se",)
 
@@ -99,20 +104,41 @@ def parse_csv(path, text):
     else:
         sel = np.zeros(len(it), bool)
         for c, v in train_cols.items():
-            if c != "iter":
+            if c not in ("iter", "epoch"):  # an epoch alone is on every row (val and summaries too)
                 sel |= np.isfinite(v)
         train.data = list(zip(*[train_cols[c][sel] for c in train_cols]))
         eval_train_loss = col("train_loss_eval") if "train_loss_eval" in keep else nan  # this repo's train.py
         evals.data = list(zip(it[has_val], eval_train_loss[has_val], val[has_val],
-                              (val_se if val_se is not None else nan)[has_val], nan[has_val]))
+                              (val_se if val_se is not None else nan)[has_val], nan[has_val],
+                              train_cols.get("epoch", nan)[has_val]))
+        evals.columns += ("epoch",)
     if "mfu" in train_cols:  # nanoGPT logs mfu in percent
         m = train_cols["mfu"]
         if np.nanmax(np.r_[m, 0]) > 1.5:
             train.scale["mfu"] = 0.01
     if not train.data and not evals.data:
         raise UserError(f"{path}: the CSV has no loss values; export a run history with train/loss or val/loss")
-    run = finish_run(str(path), "wandb-csv", [r for r in (train, evals) if r.data], ordered=False)
-    run.notes.insert(0, f"wandb CSV: step from '{header[keep[step_name]]}'"
+    lightning = "epoch" in keep and "step" in keep and "_step" not in keep
+    fmt = "lightning-csv" if lightning else "wandb-csv"
+    run = finish_run(str(path), fmt, [r for r in (train, evals) if r.data], ordered=False)
+    run.train_loss_kind, kind_note = _train_loss_kind(keep, lightning)
+    run.notes.insert(0, f"{'Lightning' if lightning else 'wandb'} CSV: step from '{header[keep[step_name]]}'"
                         + (f", val loss from '{header[keep[val_name]]}'" if val_name else ""))
+    summary = next((n for n in EPOCH_SUMMARY_NAMES if n in keep), None)
+    if summary:
+        n = int(np.isfinite(col(summary)).sum())
+        notes.append(f"{n} epoch-summary row(s) ('{header[keep[summary]]}', the epoch's mean) not read as train steps")
+    if kind_note:
+        notes.append(kind_note)
     run.notes.extend(notes)
     return run
+
+
+def _train_loss_kind(keep, lightning):
+    """(what one train-loss value averages over, a note saying why) for these columns."""
+    if "train_loss_eval" in keep:  # this repo's train.py: the mean over the iteration's micro-batches
+        return "iteration_mean", None
+    if lightning and any(n in keep for n in ("train_loss_step", "loss_step", "train_loss", "loss")):
+        return "iteration_mean", ("Lightning logs the step's batch loss: the iteration's loss under the default "
+                                  "accumulate_grad_batches=1")
+    return "unknown", None

@@ -7,7 +7,7 @@ has written so far, so it takes plain dicts and never touches a file.
 import json
 
 from diagnose.parse_common import Rows, finish_run
-from diagnose.run import EVAL_COLUMNS, TRAIN_COLUMNS
+from diagnose.run import EVAL_COLUMNS, TRAIN_COLUMNS, grad_accum_of
 from errors import UserError
 
 TRAIN_FIELDS = TRAIN_COLUMNS      # record keys are the column names
@@ -203,7 +203,9 @@ def _assemble(source, train, evals, other):
         else:
             unknown += 1
     run = finish_run(str(source), "metrics.jsonl", [train, evals], boundaries,
-                     config=config, model=model, data=data, system=system, events=events)
+                     config=config, model=model, data=data, system=system, events=events,
+                     train_loss_kind="iteration_mean",  # train.py logs the mean over the micro-steps
+                     grad_accum=grad_accum_of(config))
     if unknown:
         run.notes.append(f"{unknown} record(s) with an unknown event skipped")
     if n_run == 0 and (train.data or evals.data):

@@ -9,15 +9,18 @@ shapes a log uses is decided on its first 512 KB and last 256 KB.
 import re
 
 from diagnose.parse_common import Rows, finish_run, literal_dict
+from diagnose.run import grad_accum_of
 from errors import UserError
 
-V = r"([^\s,|%]+)"  # a value; what float() cannot read becomes NaN later
+V = r"([^\s,|%<#]+)"  # a value; what float() cannot read becomes NaN later (`<`, `#`: a hand-written note)
+NUM = r"([-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+|(?i:nan|inf))\b)"  # a number, nan or inf, nothing else
 
 
 class Shape:
     """One kind of log line: its regex and what each capture group is."""
 
-    def __init__(self, name, family, kind, regex, columns, scale=None, offset=None, rows=None):
+    def __init__(self, name, family, kind, regex, columns, scale=None, offset=None, rows=None,
+                 loss_kind="unknown"):
         self.name = name          # as the user would recognise it: 'iter N: loss X, time Yms, mfu Z%'
         self.family = family      # 'nanogpt', 'llmc', 'modded-nanogpt' or 'generic'
         self.kind = kind          # 'train' or 'eval'
@@ -26,21 +29,35 @@ class Shape:
         self.scale = scale or {}
         self.offset = offset or {}
         self.rows = rows          # optional: matches -> (columns, rows) for shapes needing more than groups
+        self.loss_kind = loss_kind  # train shapes: what the printed loss averages over (run.TRAIN_LOSS_KINDS)
 
 
 def _megatron_rows(matches):
     """Megatron prints `name: value |` fields in an order that varies between versions."""
-    fields = (("loss", r"lm loss: " + V), ("lr", r"learning rate: " + V), ("grad_norm", r"grad norm: " + V),
-              ("dt_ms", r"elapsed time per iteration \(ms\): " + V), ("grad_scale", r"loss scale: " + V))
+    # old Megatron-LM prints `lm loss X | loss scale S` without the colons
+    fields = (("loss", r"lm loss:? " + V), ("lr", r"learning rate:? " + V), ("grad_norm", r"grad norm:? " + V),
+              ("dt_ms", r"elapsed time per iteration \(ms\):? " + V), ("grad_scale", r"loss scale:? " + V))
     found = [(c, re.compile(p)) for c, p in fields]
     out = []
-    for it, _total, rest in matches:
-        vals = []
+    for it, total, rest in matches:
+        vals = [total]
         for _, rx in found:
             m = rx.search(rest)
             vals.append(m.group(1) if m else "")
         out.append((it, *vals))
-    return ("iter",) + tuple(c for c, _ in found), out
+    return ("iter", "_max_iters") + tuple(c for c, _ in found), out
+
+
+def _llmc_val_rows(matches):
+    """llm.c evaluates at the top of loop step k and then prints `step k+1/M`, so an eval's
+    iteration is the N of the step line before it (0 before the first)."""
+    out, last = [], 0
+    for step, val in matches:
+        if step:
+            last = int(step)
+        else:
+            out.append((last, val))
+    return ("iter", "val_loss"), out
 
 
 HF_KEYS = {"loss": "loss", "learning_rate": "lr", "grad_norm": "grad_norm", "epoch": "epoch"}
@@ -66,23 +83,43 @@ SHAPES = [
     # nanoGPT train.py
     Shape("iter N: loss X, time Yms, mfu Z%", "nanogpt", "train",
           r"iter (\d+): loss " + V + r"(?:, time ([^\s,m]+) ?ms)?(?:, mfu ([^\s,%]+)%)?",
-          ("iter", "loss", "dt_ms", "mfu"), scale={"mfu": 0.01}),
+          ("iter", "loss", "dt_ms", "mfu"), scale={"mfu": 0.01}, loss_kind="last_microbatch"),
     Shape("step N: train loss X, val loss Y", "nanogpt", "eval",
           r"step (\d+): train loss " + V + r", val loss " + V, ("iter", "train_loss", "val_loss")),
     # llm.c: main.log lines and its stdout line (which prints step + 1)
     Shape("s:N trl:X lr:Y norm:Z", "llmc", "train",
-          r"(?<![\w:])s:(\d+) trl:([^\s]+)(?: lr:([^\s]+))?(?: norm:([^\s]+))?", ("iter", "loss", "lr", "grad_norm")),
+          r"(?<![\w:])s:(\d+) trl:([^\s]+)(?: lr:([^\s]+))?(?: norm:([^\s]+))?", ("iter", "loss", "lr", "grad_norm"),
+          loss_kind="iteration_mean"),
     Shape("s:N tel:X", "llmc", "eval", r"(?<![\w:])s:(\d+) tel:([^\s]+)", ("iter", "val_loss")),
     Shape("step N/M | loss X | norm G | lr L | T ms", "llmc", "train",
-          r"step\s+(\d+)/(\d+) \| loss ([^\s|]+)[^|\n]*\| norm ([^\s|]+)[^|\n]*\| lr ([^\s|]+) \| ([\d.]+) ms"
+          r"step\s+(\d+)/(\d+) \| loss\s+([^\s|]+)[^|\n]*\| norm\s+([^\s|]+)[^|\n]*\| lr ([^\s|]+) \| ([\d.]+) ms"
           r"(?: \| ([\d.]+)% bf16 MFU)?(?: \| ([\d.]+) tok/s)?",
           ("iter", "_max_iters", "loss", "grad_norm", "lr", "dt_ms", "mfu", "tokens_per_sec"),
-          scale={"mfu": 0.01}, offset={"iter": -1}),
+          scale={"mfu": 0.01}, offset={"iter": -1}, loss_kind="iteration_mean"),
+    # llm.c stdout prints `val loss X` alone, at the top of the loop's step after the last `step N/M` line
+    Shape("val loss X (llm.c, after step N/M)", "llmc", "eval",
+          r"(?m)^(?:step\s+(\d+)/\d+ \| loss|val loss\s+" + NUM + ")", None, rows=_llmc_val_rows),
     # modded-nanogpt
     Shape("step:N/M train_loss:X", "modded-nanogpt", "train",
-          r"step:(\d+)/(\d+) train_loss:([^\s]+)", ("iter", "_max_iters", "loss")),
+          r"step:(\d+)/(\d+) train_loss:([^\s]+)", ("iter", "_max_iters", "loss"),
+          loss_kind="last_microbatch"),  # `train_loss = loss.detach()` inside the micro-step loop, rank 0
     Shape("step:N/M val_loss:X", "modded-nanogpt", "eval",
           r"step:(\d+)/(\d+) val_loss:([^\s]+)", ("iter", "_max_iters", "val_loss")),
+    # Karpathy's build-nanogpt log.txt (`0 train 10.955`, `250 val 3.78`, `250 hella 0.2487`: an accuracy)
+    Shape("N train X / N val X (build-nanogpt log.txt)", "build-nanogpt", "train",
+          r"(?m)^[ \t]*(\d+) train " + NUM, ("iter", "loss"), loss_kind="iteration_mean"),  # loss_accum
+    Shape("N val X (build-nanogpt log.txt)", "build-nanogpt", "eval",
+          r"(?m)^[ \t]*(\d+) val " + NUM, ("iter", "val_loss")),
+    # nanochat scripts/base_train: the printed loss is a debiased EMA; val is in bits per byte
+    Shape("step N/M (p%) | loss: X | lrm: Y (nanochat)", "nanochat", "train",
+          r"step (\d+)/(\d+) \([\d.]+%\) \| loss: " + NUM + r"(?: \| lrm: [^\s|]+)?(?: \| dt: ([\d.]+)ms)?",
+          ("iter", "_max_iters", "loss", "dt_ms"), loss_kind="ema"),
+    Shape("Step N | Validation bpb: X (nanochat)", "nanochat", "eval",
+          r"Step (\d+) \| Validation bpb: " + NUM, ("iter", "val_bpb")),
+    # torchtitan's metrics line, behind any logger prefix (`[rank0]:[titan] ... INFO - `)
+    Shape("step: N  loss: X  grad_norm: G (torchtitan)", "torchtitan", "train",
+          r"step:\s*(\d+)\s+loss:\s*" + NUM + r"(?:\s+grad_norm:\s*" + NUM + r")?",
+          ("iter", "loss", "grad_norm"), loss_kind="iteration_mean"),
     # other trainers people post logs from
     Shape("N | loss X | lr Y | Tms | mfu Z%", "generic", "train",
           r"(?m)^[ \t]*(\d+) \| loss ([^\s|]+)(?: \| lr ([^\s|]+))?(?: \| ([\d.]+) ?ms)?(?: \| mfu ([^\s|%]+)%)?",
@@ -99,15 +136,18 @@ SHAPES = [
           r"iter (\d+) step (\d+): loss " + V + r"(?:, iter time: ([\d.]+) ?ms)?", ("iter", "_step", "loss", "dt_ms")),
     Shape("iter N step S | loss train: X", "generic", "train",
           r"iter (\d+) step (\d+) \| loss train: " + V + r"[^|\n]*(?:\| iter time: ([\d.]+) ?ms)?",
-          ("iter", "_step", "loss", "dt_ms")),
+          ("iter", "_step", "loss", "dt_ms"), loss_kind="iteration_mean"),  # litgpt's RunningMean over the accumulation
     Shape("iteration N/ M | ... lm loss: X |", "generic", "train",
-          r"iteration\s+(\d+)/\s*(\d+) \|([^\n]*lm loss: [^\n]*)", None, rows=_megatron_rows),
+          r"iteration\s+(\d+)/\s*(\d+) \|([^\n]*lm loss:? [^\n]*)", None, rows=_megatron_rows,
+          loss_kind="iteration_mean"),  # averaged over the log interval
     Shape("validation loss at iteration N | lm loss value: X", "generic", "eval",
-          r"validation loss at iteration (\d+)[^\n]*?lm loss value: " + V, ("iter", "val_loss")),
+          r"validation loss at iteration (\d+)[^\n]*?(?i:lm loss)(?: value)?: " + V, ("iter", "val_loss")),
+    # a dict per line, maybe behind a progress bar and followed by a note (`} <-- spike`)
     Shape("{'loss': X, ...} (HF Trainer)", "generic", "train",
-          r"(?m)^[ \t]*(\{'loss': [^\n]*\})[ \t]*$", None, rows=lambda m: _hf_rows(m, "train")),
+          r"(?m)^[^{\n]*(\{'loss': [^\n]*\})[^\n]*$", None, rows=lambda m: _hf_rows(m, "train"),
+          loss_kind="iteration_mean"),  # the mean since the last log, over the accumulation too
     Shape("{'eval_loss': X, ...} (HF Trainer)", "generic", "eval",
-          r"(?m)^[ \t]*(\{'eval_loss': [^\n]*\})[ \t]*$", None, rows=lambda m: _hf_rows(m, "eval")),
+          r"(?m)^[^{\n]*(\{'eval_loss': [^\n]*\})[^\n]*$", None, rows=lambda m: _hf_rows(m, "eval")),
 ]
 
 GENERIC = [s.name for s in SHAPES if s.family == "generic"]
@@ -197,6 +237,8 @@ def parse_text(path, text):
     run.config.update(config)
     run.model.update(model)
     run.system.update(system)
+    run.train_loss_kind = _train_loss_kind(recognised)
+    run.grad_accum = _grad_accum(text, run.config)
 
     n_lines = text.count("\n") + (0 if text.endswith("\n") else 1) - text.count("\n\n")  # not blank ones
     used = sum(len(r.data) for r in rows_list)
@@ -217,6 +259,25 @@ def parse_text(path, text):
         run.notes.append("HF Trainer dicts without 'step': the iteration is the record's index")
     run.notes.extend(config_notes)
     return run
+
+
+def _train_loss_kind(recognised):
+    """What the printed train loss averages over: the kind of the train shape with the most lines."""
+    train = [(n, s.loss_kind) for s, n in recognised if s.kind == "train"]
+    return max(train, key=lambda t: t[0])[1] if train else "unknown"
+
+
+# nanochat `gradient accumulation steps: 2`, llm.c `=> setting grad_accum_steps=16`,
+# build-nanogpt `=> calculated gradient accumulation steps: 32`
+ACCUM_RX = re.compile(r"\b[Gg]rad(?:ient)?[ _]accum(?:ulation)?[ _]steps\s*[:=]\s*(\d+)\b(?!\s*[*/])")
+
+
+def _grad_accum(text, config):
+    """Micro-batches per iteration, when the log says (an echoed config first, then a printed count)."""
+    if grad_accum_of(config):
+        return grad_accum_of(config)
+    m = ACCUM_RX.search(text[:HEAD])  # printed at start-up, before the first step
+    return int(m.group(1)) if m else None
 
 
 def _fallback_rows(text):

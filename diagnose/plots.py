@@ -12,7 +12,7 @@ import warnings
 
 import numpy as np
 
-from atomic import write_atomic
+from atomic import make_parent, write_atomic
 from diagnose.report import run_label
 
 MAX_POINTS = 4000  # above this the raw series is drawn as a per-bucket min/max band
@@ -26,7 +26,7 @@ def _pyplot():
 
 
 def save_atomic(fig, path):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    make_parent(path)
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110))
 
 
@@ -110,10 +110,36 @@ def _draw_loss(ax, run, findings, x_min=None):
     for s in run.segments[1:]:
         if x_min is None or s >= x_min:
             ax.axvline(s, color="gray", ls=":", lw=1)
-    _draw_findings(ax, findings, x_min)
+    _draw_findings(ax, run, findings, x_min)
 
 
-def _draw_findings(ax, findings, x_min):
+def _best_val(run, findings):
+    """(iter, val) of the best val: an overfit finding's, else the series' own minimum; or None."""
+    for f in _findings_by_prefix(findings, "overfit"):
+        ev = f.evidence or {}
+        if ev.get("best_iter") is not None and ev.get("best_val") is not None:
+            return ev["best_iter"], ev["best_val"]
+    v = run.eval["val_loss"]
+    if np.isfinite(v).any():
+        i = int(np.nanargmin(np.where(np.isfinite(v), v, np.inf)))
+        return float(run.eval["iter"][i]), float(v[i])
+    return None
+
+
+def epoch_boundaries(run, findings):
+    """Iterations where an epoch ends: data.repetition's, else where the logged epoch passes a whole number."""
+    for f in findings:
+        if f.id == "data.repetition" and (f.evidence or {}).get("epoch_boundary_iters"):
+            return list(f.evidence["epoch_boundary_iters"])
+    it, ep = run.train["iter"], run.train["epoch"]
+    ok = np.isfinite(ep)
+    if ok.sum() < 2:
+        return []
+    whole = np.floor(ep[ok] + 1e-9)
+    return [float(x) for x in it[ok][1:][np.diff(whole) > 0]]
+
+
+def _draw_findings(ax, run, findings, x_min):
     def visible(x):
         return x_min is None or x >= x_min
 
@@ -122,20 +148,25 @@ def _draw_findings(ax, findings, x_min):
             lo, hi = f.iters
             if visible(hi):
                 ax.axvspan(max(lo, x_min or lo), hi, color="gold", alpha=0.15, label=f"flat within noise ({f.id})")
+            if visible(lo) and f.id not in ("plateau.lr_decaying", "plateau.lr_high"):
+                ax.axvline(lo, color="goldenrod", lw=1, ls="-.", label=f"plateau onset {lo}")
     for f in _findings_by_prefix(findings, "instability.spike"):
-        xs = [x for x in (f.evidence or {}).get("spike_iters", []) if visible(x)]
-        for j, x in enumerate(xs):
-            ax.axvline(x, color="crimson", lw=0.8, alpha=0.7, label="spike" if j == 0 else None)
-    for f in _findings_by_prefix(findings, "overfit"):
         ev = f.evidence or {}
-        if ev.get("best_iter") is not None and ev.get("best_val") is not None and visible(ev["best_iter"]):
-            ax.plot([ev["best_iter"]], [ev["best_val"]], marker="*", ms=14, color="tab:red", ls="",
-                    label=f"best val {ev['best_val']:.4g} @ {ev['best_iter']}")
-            break
-    for f in [f for f in findings if f.id == "data.repetition"]:
-        xs = [x for x in (f.evidence or {}).get("epoch_boundary_iters", []) if visible(x)]
-        for j, x in enumerate(xs[:200]):
-            ax.axvline(x, color="purple", lw=0.6, ls="--", alpha=0.5, label="epoch boundary" if j == 0 else None)
+        starts, ends = ev.get("spike_iters", []), ev.get("end_iters") or []
+        for j, x in enumerate(starts):
+            end = ends[j] if j < len(ends) else None
+            if end is not None and visible(end):  # spike to recovery, shaded
+                ax.axvspan(max(x, x_min or x), end, color="crimson", alpha=0.12, lw=0,
+                           label="spike until recovered" if j == 0 else None)
+            if visible(x):
+                ax.axvline(x, color="crimson", lw=0.8, alpha=0.7, label="spike" if j == 0 else None)
+    best = _best_val(run, findings)
+    if best is not None and visible(best[0]):
+        ax.plot([best[0]], [best[1]], marker="*", ms=14, color="tab:red", ls="",
+                label=f"best val {best[1]:.4g} @ {int(best[0])}")
+    xs = [x for x in epoch_boundaries(run, findings) if visible(x)]
+    for j, x in enumerate(xs[:200]):
+        ax.axvline(x, color="purple", lw=0.6, ls="--", alpha=0.5, label="epoch boundary" if j == 0 else None)
     for f in [f for f in findings if f.id == "forecast.final"]:
         curve = (f.evidence or {}).get("curve") or {}
         if all(k in curve for k in ("iter", "mid", "lo", "hi")) and len(curve["iter"]):
@@ -151,6 +182,7 @@ def _draw_findings(ax, findings, x_min):
                 yerr = [[ev["predicted"] - ev["lo80"]], [ev["hi80"] - ev["predicted"]]]
             ax.errorbar([ev["final_iter"]], [ev["predicted"]], yerr=yerr, color="tab:orange", marker="D", ms=5,
                         capsize=3, label=f"predicted final {ev.get('fitted_on', 'loss')} {ev['predicted']:.4g}")
+            ax.axvline(ev["final_iter"], color="tab:orange", lw=0.8, ls=":", label="planned end")
 
 
 def _loss_ylim(ax, run, x_min, findings=()):

@@ -11,11 +11,12 @@ import textwrap
 
 import numpy as np
 
-from atomic import write_text_atomic
-from diagnose.findings import SEVERITIES
+from atomic import make_parent, write_text_atomic
+from diagnose.findings import QUESTIONS, SEVERITIES
 
 SCHEMA = "diagnose.report/1"
-COLOURS = {"critical": "\x1b[1;31m", "warning": "\x1b[33m", "notice": "\x1b[36m", "info": "\x1b[2m"}
+COLOURS = {"critical": "\x1b[1;31m", "warning": "\x1b[33m", "notice": "\x1b[36m", "info": "\x1b[2m",
+           "ok": "\x1b[32m"}
 RESET = "\x1b[0m"
 
 
@@ -25,7 +26,7 @@ RESET = "\x1b[0m"
 
 def write_atomic(path, text):
     """Write to a temporary name in the same folder, then rename: never a half-written file."""
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    make_parent(path)
     write_text_atomic(path, text)
 
 
@@ -109,7 +110,9 @@ def summary(run):
            "tokens_per_iter": run.tokens_per_iter(), "train_tokens": run.train_tokens(),
            "params": run.model.get("params"), "last_train_loss": None, "last_val_loss": None,
            "best_val_loss": None, "best_val_iter": None, "nonfinite_train_losses": 0,
-           "no_finite_loss": nothing_usable(run) is not None}
+           "no_finite_loss": nothing_usable(run) is not None,
+           "last_train_ppl": None, "last_val_ppl": None, "best_val_ppl": None, "last_val_bpb": None,
+           "train_loss_kind": run.train_loss_kind, "grad_accum": run.grad_accum}
     firsts = [a["iter"][0] for a in (t, e) if len(a["iter"])]
     out["first_iter"] = int(min(firsts)) if firsts else None
     loss = t["loss"]
@@ -123,7 +126,23 @@ def summary(run):
         out["last_val_loss"] = float(val[vf][-1])
         i = int(np.nanargmin(np.where(vf, val, np.inf)))
         out["best_val_loss"], out["best_val_iter"] = float(val[i]), int(e["iter"][i])
+    for key in ("last_train", "last_val", "best_val"):
+        out[f"{key}_ppl"] = perplexity(out[f"{key}_loss"])
+    bpb = e["val_bpb"][np.isfinite(e["val_bpb"])]
+    if len(bpb):
+        out["last_val_bpb"] = float(bpb[-1])
     return out
+
+
+def perplexity(loss):
+    """exp(loss) for a loss in nats per token; None when there is none or it overflows."""
+    if loss is None or not math.isfinite(loss) or loss > 700:
+        return None
+    return math.exp(loss)
+
+
+def _with_ppl(label, loss, ppl):
+    return f"{label} {fmt_num(loss)}" + (f" (perplexity {fmt_num(ppl)})" if ppl is not None else "")
 
 
 def nothing_usable(run):
@@ -147,15 +166,19 @@ def summary_lines(run):
                  + (f", {len(s['segments'])} segments" if len(s["segments"]) > 1 else ""))
     losses = []
     if s["last_train_loss"] is not None:
-        losses.append(f"last train loss {fmt_num(s['last_train_loss'])}")
+        losses.append(_with_ppl("last train loss", s["last_train_loss"], s["last_train_ppl"]))
     if s["last_val_loss"] is not None:
-        losses.append(f"last val loss {fmt_num(s['last_val_loss'])}")
+        losses.append(_with_ppl("last val loss", s["last_val_loss"], s["last_val_ppl"]))
     if s["best_val_loss"] is not None:
-        losses.append(f"best val {fmt_num(s['best_val_loss'])} at iter {s['best_val_iter']}")
+        losses.append(_with_ppl("best val", s["best_val_loss"], s["best_val_ppl"]) + f" at iter {s['best_val_iter']}")
+    if s["last_val_bpb"] is not None:
+        losses.append(f"last val {fmt_num(s['last_val_bpb'])} bits per byte")
     if s["nonfinite_train_losses"]:
         losses.append(f"{s['nonfinite_train_losses']} non-finite train losses")
     if losses:
         lines.append(", ".join(losses))
+    if loss_kind_line(run):
+        lines.append(loss_kind_line(run))
     known = []
     known.append(f"tokens/iter {fmt_num(s['tokens_per_iter'])}" if s["tokens_per_iter"] else "tokens/iter unknown")
     known.append(f"dataset {fmt_num(s['train_tokens'])} train tokens" if s["train_tokens"] else "dataset size unknown")
@@ -165,6 +188,68 @@ def summary_lines(run):
         known.append(str(run.system["device_name"]))
     lines.append(", ".join(known))
     return lines
+
+
+KIND_WORDS = {"iteration_mean": "the mean over each iteration", "last_microbatch": "the last micro-batch of each iteration",
+              "ema": "a moving average", "epoch_running_mean": "a running mean over the epoch"}
+
+
+def loss_kind_line(run):
+    """What one logged train loss is, when the format says."""
+    words = KIND_WORDS.get(run.train_loss_kind)
+    if not words or not len(run.train["iter"]):
+        return None
+    accum = f" ({run.grad_accum} micro-batches per iteration)" if run.grad_accum else ""
+    return f"the logged train loss is {words}{accum}"
+
+
+# -----------------------------------------------------------------------------
+# the user's questions, each answered by its findings ("no" included)
+
+
+def answers(findings):
+    """One answer per question of findings.QUESTIONS: {key, question, answer, finding_id,
+    severity, evidence}, from the most severe finding that answers it."""
+    out = []
+    for key, question, prefixes in QUESTIONS:
+        if key == "change":
+            out.append(_what_to_change(question, findings))
+            continue
+        mine = [f for f in findings if f.id.startswith(prefixes)]
+        if not mine:
+            answer = {"bump": "no bump beyond the noise was found",
+                      }.get(key, "not assessed: the log lacks what this needs (see the missing facts below)")
+            out.append({"key": key, "question": question, "answer": answer, "finding_id": None,
+                        "severity": None, "evidence": []})
+            continue
+        f = max(mine, key=lambda x: x.rank())  # the first of the most severe (detector order)
+        out.append({"key": key, "question": question, "answer": f.title, "finding_id": f.id,
+                    "severity": f.severity, "evidence": evidence_items(f.evidence, limit=4)})
+    return out
+
+
+def _what_to_change(question, findings):
+    """The recommendations of the warnings first, then of the notices; nothing when none asks for a change."""
+    recs, ids = [], []
+    for f in sorted_findings(findings):
+        if f.rank() < SEVERITIES.index("notice"):
+            break
+        new = [r for r in f.recommendations if r not in recs]
+        recs += new
+        if new and f.id not in ids:
+            ids.append(f.id)
+    if not recs:
+        return {"key": "change", "question": question, "answer": "nothing: no finding asks for a change",
+                "finding_id": None, "severity": None, "evidence": []}
+    worst = max((f for f in findings if f.id == ids[0]), key=lambda x: x.rank())
+    return {"key": "change", "question": question, "answer": "; ".join(recs[:4]), "finding_id": ids[0],
+            "severity": worst.severity, "evidence": [f"from {', '.join(ids[:4])}"]}
+
+
+def answer_line(a):
+    ev = f" ({', '.join(a['evidence'])})" if a["evidence"] else ""
+    tag = f" [{a['finding_id']}]" if a["finding_id"] else ""
+    return f"{a['question']} {a['answer']}{ev}{tag}"
 
 
 # -----------------------------------------------------------------------------
@@ -181,6 +266,10 @@ def render_terminal(run, findings, colour=False, width=None):
     wrap = lambda text, indent: textwrap.fill(text, width, initial_indent=indent, subsequent_indent=indent)
     out = [f"diagnose {run.source} ({run.format})"]
     out += [wrap(ln, "  ") for ln in summary_lines(run)]
+    out.append("")
+    out.append("answers:")
+    out += [textwrap.fill(answer_line(a), width, initial_indent="  ", subsequent_indent="      ")
+            for a in answers(findings)]
     out.append("")
     if not findings:
         out.append("no findings")
@@ -213,6 +302,10 @@ def render_terminal(run, findings, colour=False, width=None):
 def render_markdown(run, findings, plots=()):
     out = [f"# Diagnosis of `{run.source}`", "", f"Format: {run.format}", ""]
     out += [f"- {ln}" for ln in summary_lines(run)]
+    out.append("")
+    out += ["## Answers", ""]
+    out += [f"- **{a['question']}** {a['answer']}" + (f" ({', '.join(a['evidence'])})" if a["evidence"] else "")
+            + (f" `{a['finding_id']}`" if a["finding_id"] else "") for a in answers(findings)]
     out.append("")
     counts = {s: sum(f.severity == s for f in findings) for s in reversed(SEVERITIES)}
     out.append("| severity | count |")
@@ -268,6 +361,7 @@ def to_json(run, findings, plots=()):
         "events": run.events,
         "notes": list(run.notes),
         "plots": list(plots),
+        "answers": answers(findings),
     }
     return jsonable(doc)
 

@@ -12,7 +12,22 @@ import numpy as np
 TRAIN_COLUMNS = ("iter", "loss", "lr", "grad_norm", "grad_scale", "dt_ms",
                  "tokens_per_sec", "mfu", "tokens", "epoch")
 EVAL_COLUMNS = ("iter", "train_loss", "val_loss", "train_loss_se", "val_loss_se",
-                "tokens", "epoch", "lr")
+                "tokens", "epoch", "lr", "val_bpb")  # val_bpb: bits per byte (nanochat), not comparable to a loss
+
+# what one logged train loss is an average of: a fact of the format (see each parser)
+TRAIN_LOSS_KINDS = (
+    "iteration_mean",      # the mean over all micro-batches of the iteration (our metrics.jsonl, llm.c, ...)
+    "last_microbatch",     # the last micro-batch only (nanoGPT's `iter N: loss X` is loss.item() * accum of it)
+    "ema",                 # an exponential moving average of the step losses (nanochat)
+    "epoch_running_mean",  # a running mean since the start of the epoch (epoch summaries)
+    "unknown",
+)
+
+
+def grad_accum_of(config):
+    """gradient_accumulation_steps from a config, when it is a positive integer; else None."""
+    v = config.get("gradient_accumulation_steps")
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else None
 
 
 def empty_columns(names):
@@ -32,6 +47,12 @@ class Run:
     segments: list = field(default_factory=list)  # first iteration of each segment (restarts / resumes), in file order
     events: list = field(default_factory=list)   # other records: warning, checkpoint, end (dicts as logged)
     notes: list = field(default_factory=list)    # what the parser recognised or skipped, for the report
+    train_loss_kind: str = "unknown"  # one of TRAIN_LOSS_KINDS: what one train-loss value averages over
+    grad_accum: int = None            # micro-batches per iteration when the log or config says; else None
+
+    def __post_init__(self):
+        if self.train_loss_kind not in TRAIN_LOSS_KINDS:
+            raise ValueError(f"train_loss_kind {self.train_loss_kind!r} not in {TRAIN_LOSS_KINDS}")
 
     # --- facts that several detectors need; None when the run does not say ---
 

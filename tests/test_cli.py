@@ -84,3 +84,40 @@ def test_module_entry_point_exit_codes(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "diagnose", str(empty)], cwd=ROOT, capture_output=True, text=True)
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.count("\n") == 1 and proc.stderr.startswith(f"error: {empty} is empty;")
+
+
+def test_a_file_that_cannot_be_written_is_one_line_and_the_report_still_prints(tmp_path, capsys):
+    log = nanogpt_log(tmp_path)
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where a folder should be")
+    rc = main([log, "--json", str(blocker / "r.json"), "--md", str(tmp_path / "ok.md"),
+               "--plot", str(blocker / "plots")])
+    out, err = capsys.readouterr()
+    assert rc == 2
+    assert out.startswith(f"diagnose {log} (nanogpt)") and "plot:" not in out
+    lines = err.strip().split("\n")
+    assert len(lines) == 2
+    assert lines[0].startswith(f"error: cannot write plot {blocker / 'plots' / 'loss.png'} (")
+    assert lines[1].startswith(f"error: cannot write --json {blocker / 'r.json'} (")
+    assert (tmp_path / "ok.md").read_text().startswith("# Diagnosis of")  # the writable one is written
+    assert not list(tmp_path.glob(".tmp-*"))
+
+
+def test_full_disk_in_a_child_process(tmp_path):
+    """RLIMIT_FSIZE makes every write past 4 KB fail with EFBIG, as a full disk would."""
+    resource = pytest.importorskip("resource")
+    log = nanogpt_log(tmp_path)
+    out = tmp_path / "out"
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+
+    proc = subprocess.run([sys.executable, "-m", "diagnose", log, "--json", str(out / "r.json"),
+                           "--plot", str(out / "plots")], cwd=ROOT, capture_output=True, text=True,
+                          preexec_fn=limit)
+    assert proc.returncode == 2
+    assert proc.stdout.startswith(f"diagnose {log} (nanogpt)")
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("error: ")]
+    assert errors == [ln for ln in proc.stderr.splitlines() if ln.strip()]  # nothing else: no traceback
+    assert len(errors) == 2 and str(out / "plots" / "loss.png") in errors[0] and str(out / "r.json") in errors[1]
+    assert not (out / "r.json").exists() and not list(out.glob(".tmp-*"))

@@ -414,7 +414,7 @@ def test_context_flags_config_and_data(tmp_path):
     assert r.tokens_per_iter() == 524288 and r.train_tokens() == 10**9 and r.model["params"] == 124000000
     with pytest.raises(UserError, match="imports torch"):
         load_run(log, config=write(tmp_path, "bad.py", "import torch\n"))
-    with pytest.raises(UserError, match="failed to run"):
+    with pytest.raises(UserError, match="bad2.py failed: NameError"):
         load_run(log, config=write(tmp_path, "bad2.py", "x = undefined_name\n"))
     with pytest.raises(UserError, match="meta.json not found"):
         load_run(log, data=str(tmp_path))

@@ -59,9 +59,9 @@ def test_json_is_strict_and_stable():
     doc = json.loads(report.render_json(make_run(nan_from=190), findings(), plots=["p/loss.png"]))
     assert doc["schema"] == "diagnose.report/1"
     assert list(doc) == ["schema", "source", "format", "run", "facts", "worst_severity", "counts", "findings",
-                         "events", "notes", "plots"]
+                         "events", "notes", "plots", "answers"]  # keys are only ever added, at the end
     assert doc["worst_severity"] == "critical"
-    assert doc["counts"] == {"info": 2, "notice": 1, "warning": 1, "critical": 1}
+    assert doc["counts"] == {"ok": 0, "info": 2, "notice": 1, "warning": 1, "critical": 1}
     assert [f["severity"] for f in doc["findings"]] == ["critical", "warning", "notice", "info", "info"]
     f = doc["findings"][1]
     assert set(f) == {"id", "severity", "title", "explanation", "evidence", "iters", "recommendations", "missing"}
@@ -122,3 +122,79 @@ def test_all_nan_log_says_nothing_usable():
     assert "no finite loss anywhere in the log (42 values" in text
     assert report.to_json(run, [])["run"]["no_finite_loss"] is True
     assert report.to_json(make_run(), [])["run"]["no_finite_loss"] is False
+
+
+def test_perplexity_beside_loss():
+    run = make_run()
+    s = report.summary(run)
+    assert s["last_train_ppl"] == pytest.approx(math.exp(s["last_train_loss"]))
+    assert s["best_val_ppl"] == pytest.approx(math.exp(s["best_val_loss"]))
+    text = report.render_terminal(run, [], width=300)
+    assert (f"last train loss {report.fmt_num(s['last_train_loss'])} "
+            f"(perplexity {report.fmt_num(math.exp(s['last_train_loss']))})") in text
+    assert report.perplexity(800.0) is None and report.perplexity(None) is None
+    assert s["train_loss_kind"] == "iteration_mean" and s["grad_accum"] == 1
+    assert "the logged train loss is the mean over each iteration (1 micro-batches per iteration)" in text
+
+
+def answered(findings_):
+    return {a["key"]: a for a in report.answers(findings_)}
+
+
+def test_every_question_answered_no_included():
+    fs = findings() + [Finding("overfit.none", "ok", "not overfitting: val - train = -0.070 +- 0.010 over the "
+                                                     "last 5 evals", "Held-out cost.",
+                               evidence={"gap": -0.07, "gap_se": 0.01, "gap_evals": 5})]
+    a = answered(fs)
+    assert list(a) == ["overfitting", "epochs", "plateau", "bump", "forecast", "change"]
+    assert a["overfitting"]["finding_id"] == "overfit.confirmed"  # the most severe answer wins
+    assert answered(fs[-1:])["overfitting"]["answer"].startswith("not overfitting: val - train = -0.070")
+    assert answered(fs[-1:])["overfitting"]["evidence"] == ["gap=-0.07", "gap_se=0.01", "gap_evals=5"]
+    assert (a["epochs"]["answer"], a["plateau"]["finding_id"], a["bump"]["answer"]) == \
+           ("4 epochs", "plateau.true", "2 spikes")
+    assert a["forecast"]["evidence"][:2] == ["predicted=4.1", "lo80=4"]
+    assert a["change"]["answer"] == "--max_iters=100; more unique data"
+    text = report.render_terminal(make_run(), fs, width=400)
+    block = text.split("answers:\n", 1)[1].split("\n\n", 1)[0].split("\n")
+    assert len(block) == 6  # one line per question
+    assert block[0] == ("  Am I overfitting? overfitting since 100 (best_iter=100, best_val=4.2, "
+                        "nan_value=nan, long=[50 values]) [overfit.confirmed]")
+    md = report.render_markdown(make_run(), fs[-1:])
+    assert "- **Am I overfitting?** not overfitting: val - train = -0.070" in md
+    assert json.loads(report.render_json(make_run(), fs))["answers"][5]["answer"] == "--max_iters=100; more unique data"
+
+
+def test_questions_without_findings_say_so():
+    a = answered([Finding("facts.summary", "info", "200 iterations", "")])
+    assert a["overfitting"]["answer"].startswith("not assessed") and a["overfitting"]["finding_id"] is None
+    assert a["bump"]["answer"] == "no bump beyond the noise was found"
+    assert a["change"]["answer"] == "nothing: no finding asks for a change"
+
+
+def test_bits_per_byte_is_not_a_loss():
+    recs = [{"event": "train", "iter": i, "loss": 3.0 - i / 100} for i in range(5)]
+    run = run_from_records(recs, "x")
+    run.eval = {c: np.array([0.0, 4.0]) if c == "iter" else np.array([1.2, 0.9]) if c == "val_bpb"
+                else np.full(2, np.nan) for c in run.eval}
+    s = report.summary(run)
+    assert s["last_val_bpb"] == 0.9 and s["last_val_loss"] is None and s["last_val_ppl"] is None
+    assert "last val 0.9 bits per byte" in report.render_terminal(run, [], width=300)
+
+
+def test_plot_marks_from_the_series_when_findings_lack_them(tmp_path):
+    from diagnose import plots
+    recs = []
+    for i in range(60):
+        recs.append({"event": "train", "iter": i, "loss": 3 - i / 100, "epoch": i / 25})
+    recs += [{"event": "eval", "iter": i, "val_loss": v} for i, v in ((10, 2.9), (30, 2.7), (50, 2.8))]
+    run = run_from_records(recs, "x")
+    assert plots.epoch_boundaries(run, []) == [25.0, 50.0]
+    assert plots.epoch_boundaries(run, findings()) == [100, 200, 300]  # the finding's own, when it has them
+    assert plots._best_val(run, []) == (30.0, 2.7)
+    assert plots._best_val(run, findings()) == (100, 4.2)
+    spike = Finding("instability.spike_excerpt", "warning", "spike", "", evidence={"spike_iters": [20],
+                                                                                   "end_iters": [None]})
+    recovered = Finding("instability.spike", "warning", "spike", "", evidence={"spike_iters": [40], "end_iters": [45]})
+    onset = Finding("plateau.true", "notice", "flat", "", iters=(45, 59))
+    paths = plots.plot_run(run, [spike, recovered, onset], str(tmp_path))
+    assert os.path.getsize(paths[0]) > 1000
