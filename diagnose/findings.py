@@ -5,7 +5,7 @@ Detectors return lists of these; the report, JSON and plots only render them.
 """
 from dataclasses import asdict, dataclass, field
 
-SEVERITIES = ("info", "notice", "warning", "critical")  # in rising order
+SEVERITIES = ("ok", "info", "notice", "warning", "critical")  # in rising order; 'ok': a question answered "no"
 
 
 @dataclass

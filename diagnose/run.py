@@ -32,6 +32,8 @@ class Run:
     segments: list = field(default_factory=list)  # first iteration of each segment (restarts / resumes), in file order
     events: list = field(default_factory=list)   # other records: warning, checkpoint, end (dicts as logged)
     notes: list = field(default_factory=list)    # what the parser recognised or skipped, for the report
+    train_loss_kind: str = "unknown"  # one of TRAIN_LOSS_KINDS: what one train-loss value averages over
+    grad_accum: int = None            # micro-batches per iteration when the log or config says; else None
 
     # --- facts that several detectors need; None when the run does not say ---
 

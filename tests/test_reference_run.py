@@ -21,6 +21,9 @@ import curves
 from diagnose.detect import run_all
 from diagnose.parse import load_run
 from facts import lr_at, param_counts, padded_vocab_size
+from diagnose.findings import SEVERITIES  # noqa: E402
+
+INFO = SEVERITIES.index("info")  # above it: a notice, warning or critical
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "config", "train_fineweb_4070.py")
@@ -108,7 +111,7 @@ def test_forecast_of_the_final_val_holds_the_truth(reference):
 def test_no_overfitting_and_the_bumps_are_noise(reference):
     _, fs = reference
     assert not [f for f in fs if f.id.startswith(("overfit", "sanity.val_below_train"))]
-    assert [f.severity for f in fs if f.id.startswith("instability") and f.rank() > 0] == []
+    assert [f.severity for f in fs if f.id.startswith("instability") and f.rank() > INFO] == []
 
 
 def test_over_trained_for_its_size_suggests_a_bigger_model(reference):
@@ -125,7 +128,7 @@ def test_over_trained_for_its_size_suggests_a_bigger_model(reference):
 
 def test_only_the_repetition_is_a_warning(reference):
     _, fs = reference
-    loud = {(f.id, f.severity) for f in fs if f.rank() > 0}
+    loud = {(f.id, f.severity) for f in fs if f.rank() > INFO}
     assert ("data.repetition", "warning") in loud
     assert loud <= {("data.repetition", "warning"), ("capacity.tokens_per_param", "notice"),
                     ("noise.model", "notice")}, loud

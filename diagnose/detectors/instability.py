@@ -7,7 +7,7 @@ import numpy as np
 
 from diagnose.detectors.common import eval_series, num, train_series
 from diagnose.findings import Finding
-from diagnose.noise import eval_se, robust_sigma, train_noise
+from diagnose.noise import eval_se, robust_sigma, sampling_se, train_noise
 
 OUTLIER_Z = 6.0       # residual above trend, in robust sigmas
 BLIP_STEPS = 3        # back within noise after at most this many logged steps: a blip
@@ -276,7 +276,10 @@ def val_bumps(run, spans=()):
     iv, vv = eval_series(run)
     if len(vv) < 5:
         return []
-    se, source = eval_se(run, "val")
+    # against sampling noise: recurring bumps are what this asks about, so they must not set the scale
+    se, source = sampling_se(run, "val")
+    if source is None:
+        se, source = eval_se(run, "val")
     if not np.isfinite(se):
         return []
     # a bump: a rise over the previous eval beyond noise (3 sigma of a difference) that the next eval undoes
