@@ -349,3 +349,30 @@ def test_a_trainer_that_evaluates_after_its_step_counts_one_more():
     assert iters_done(run) == 85
     run.format = "generic: Ep E (Step N): Train loss X, Val loss Y"
     assert iters_done(run) == 86
+
+
+def test_two_evals_with_a_decisive_gap_are_overfitting():
+    """A fine-tune with two evals: val 3.6 -> 3.8 while train is 1.0 -> 0.7. The gap alone says it."""
+    rng = np.random.default_rng(0)
+    train = np.linspace(1.6, 0.7, 600) + rng.normal(0, 0.05, 600)
+    run = curves.make_run(train, [300, 599], [3.6, 3.8], [1.0, 0.7],
+                          config={"eval_iters": 20, "max_iters": 600, "lr_decay_iters": 600})
+    fs = overfit.detect(run)
+    f = [f for f in fs if f.id == "overfit.gap"][0]
+    assert f.severity == "warning" and f.evidence["gap"] == pytest.approx(3.1) and f.evidence["val_not_falling"]
+    assert not [f for f in fs if f.id == "overfit.none"]
+    run.eval["val_loss"] = np.array([1.1, 0.75])     # the same run with a healthy gap: answered 'no'
+    assert [(f.id, f.severity) for f in overfit.detect(run)] == [("overfit.none", "ok")]
+
+
+def test_a_rise_within_the_swings_of_few_evals_is_not_overfitting():
+    """A 2-epoch fine-tune whose val jumps +-0.02 between neighbouring evals ends +0.028 above its
+    best: the SE must come from those swings, not from a 0.003 fit, and the rise is noise."""
+    ev = np.arange(0, 1200, 100)
+    val = np.array([2.08, 1.95, 1.86, 1.84, 1.80, 1.82, 1.78, 1.82, 1.79, 1.81, 1.79, 1.82])
+    run = curves.make_run(np.full(1200, 1.7), ev, val, 1.7 - 2e-4 * ev, val_se=0.003,
+                          config={"eval_iters": 50, "max_iters": 1200, "lr_decay_iters": 1200})
+    fs = overfit.detect(run)
+    assert not [f for f in fs if f.id == "overfit.confirmed"]
+    run.eval["val_loss_se"][:] = np.nan      # and from the curve alone
+    assert not [f for f in overfit.detect(run) if f.id == "overfit.confirmed"]
