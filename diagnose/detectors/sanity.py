@@ -11,12 +11,39 @@ from diagnose.noise import train_noise
 
 def detect(run):
     out = [facts(run)]
-    out += nonfinite(run)
+    bad = nonfinite(run)
+    out += bad
+    invalid = invalid_loss(run)
+    out += invalid
     out += init_loss(run)
     out += zero_lr(run)
-    out += not_learning(run)
+    if not invalid:              # a placeholder constant is not a loss that fails to fall
+        out += not_learning(run)
     out += implausibly_low(run)
     return out
+
+
+def invalid_loss(run):
+    """A cross-entropy over a vocabulary is positive: exactly 0 needs probability 1 on every
+    token, and below 0 is impossible. Logs where most losses are <= 0 carry a placeholder
+    (torchtitan prints -1 on non-last pipeline ranks; HF Trainer logs 0.0 when every step was
+    NaN), not a loss."""
+    it, v = train_series(run)
+    if len(v) == 0:
+        it, v = eval_series(run)
+    if len(v) < 2 or np.mean(v <= 0) < 0.5:
+        return []
+    ev = {"share_nonpositive": num(np.mean(v <= 0)), "values": sorted({num(x) for x in v[:50]})[:5]}
+    return [Finding("sanity.invalid_loss", "critical",
+                   f"no valid loss: {np.mean(v <= 0):.0%} of logged losses are <= 0 (e.g. {v[0]:g})",
+                   "A cross-entropy cannot be negative and is exactly 0 only if every token gets probability 1. "
+                   "The log carries a placeholder: a pipeline rank that is not the last prints -1, and "
+                   "HF Trainer logs 0.0 when every step's loss was NaN. Nothing can be read about learning "
+                   "or plateaus from it.",
+                   evidence=ev, iters=(int(it[0]), int(it[-1])),
+                   recommendations=["read the loss from the last pipeline stage's log" if np.any(v < 0) else
+                                    "logging_nan_inf_filter=False to see the NaN, then --learning_rate=<a tenth>, "
+                                    "--dtype=bfloat16"])]
 
 
 def facts(run):
