@@ -376,3 +376,58 @@ def test_a_rise_within_the_swings_of_few_evals_is_not_overfitting():
     assert not [f for f in fs if f.id == "overfit.confirmed"]
     run.eval["val_loss_se"][:] = np.nan      # and from the curve alone
     assert not [f for f in overfit.detect(run) if f.id == "overfit.confirmed"]
+
+
+def _ema(raw, beta=0.9):
+    """nanochat's debiased EMA of the step losses."""
+    out, m = np.empty(len(raw)), 0.0
+    for i, x in enumerate(raw):
+        m = beta * m + (1 - beta) * x
+        out[i] = m / (1 - beta ** (i + 1))
+    return out
+
+
+def test_one_step_blips_smeared_by_an_ema_are_not_spikes():
+    """A healthy run logged as an EMA: isolated one-batch blips of +1 nat decay over ~10 logged
+    steps. They recovered at once in the raw loss, so they are not instability; a real shift is."""
+    rng = np.random.default_rng(0)
+    n = 6000
+    raw = curves.power_law(np.arange(n)) + rng.normal(0, 0.05, n)
+    raw[[900, 2100, 3300, 4700]] += 1.0
+    run = curves.make_run(_ema(raw))
+    run.train_loss_kind = "ema"
+    assert not [f for f in instability.detect(run) if f.id in ("instability.spike", "instability.divergence")]
+    raw[3000:3400] += 0.6        # the weights went somewhere worse for 400 steps
+    run = curves.make_run(_ema(raw))
+    assert [f.id for f in instability.detect(run) if f.rank() > INFO] == ["instability.spike"]
+
+
+def test_memorising_small_model_at_low_loss_is_not_unstable():
+    """A small model memorising 27k tokens: loss 0.2-0.3 with multiplicative batch noise, the
+    same batches each epoch, step-to-step ratios up to ~1.25. Relative jumps at low loss are not spikes."""
+    rng = np.random.default_rng(1)
+    n, period = 3000, 13                      # an epoch every 13 steps
+    level = 0.2 + 0.1 * np.exp(-np.arange(n) / 1500)
+    batch = rng.normal(0, 0.06, period)       # each batch's own difficulty, repeating every epoch
+    loss = level * np.exp(batch[np.arange(n) % period] + rng.normal(0, 0.04, n))
+    ratios = loss[1:] / loss[:-1]
+    assert ratios.max() > 1.2
+    run = curves.make_run(loss, config={"max_iters": n, "lr_decay_iters": n})
+    assert not [f for f in instability.detect(run) if f.rank() > INFO]
+
+
+def test_warmup_spike_to_twice_the_initial_loss_is_instability_at_warmup():
+    """Loss 10.8 -> 21 two steps into a 10-step warmup, back within two steps, then learning:
+    instability at warmup, with the LR at that step, and not 'not learning'."""
+    rng = np.random.default_rng(2)
+    n = 400
+    loss = 4.0 + 6.8 * np.exp(-np.arange(n) / 60.0) + rng.normal(0, 0.05, n)
+    loss[2:4] = [21.0, 16.0]
+    lr = np.minimum(1.0, (np.arange(n) + 1) / 10.0) * 8e-4
+    run = curves.make_run(loss, lr=lr, config={"warmup_iters": 10, "max_iters": 1000, "lr_decay_iters": 1000,
+                                                     "learning_rate": 8e-4})
+    f = [f for f in instability.detect(run) if f.id == "instability.spike"][0]
+    assert f.severity == "warning" and f.evidence["in_warmup"] and f.evidence["spike_iters"] == [2]
+    assert f.evidence["lr_at_worst"] == pytest.approx(8e-4 * 3 / 11, rel=1e-3)   # nanoGPT's warmup at iter 2
+    assert "instability at warmup (LR 0.000218, 27% of its peak)" in f.title
+    assert not [f for f in sanity.detect(run) if f.id == "sanity.not_learning"]

@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from diagnose.detectors.common import eval_series, num, train_series
+from diagnose.detectors.common import eval_series, lr_now_and_peak, num, train_series
 from diagnose.findings import Finding
 from diagnose.noise import eval_se, robust_sigma, sampling_se, train_noise
 
@@ -68,6 +68,10 @@ def spikes(run, tn, diverged=False):
     local = np.maximum(s, _local_sigma(r, tn["window"]))
     z = r / local
     out_idx = np.flatnonzero(z > OUTLIER_Z)
+    # a smoothed train loss (an EMA, a running mean) carries one bad batch over many logged steps:
+    # "recovered at once" means within BLIP_STEPS of its memory, read from the residuals themselves
+    blip_steps = int(round(BLIP_STEPS * memory(r)))
+    init = initial_loss(run, v)
     blips, spikes_ = [], []
     i = 0
     while i < len(out_idx):
@@ -76,7 +80,9 @@ def spikes(run, tn, diverged=False):
         while j + 1 < len(v) and r[j + 1] > 2 * local[j + 1]:
             j += 1
         steps = j - k + 1
-        (blips if steps <= BLIP_STEPS else spikes_).append((k, j))
+        # above the loss the run started from is never benign, however fast it comes back
+        wrecked = float(v[k:j + 1].max()) > init + ABOVE_INIT
+        (blips if steps <= blip_steps and not wrecked else spikes_).append((k, j))
         while i < len(out_idx) and out_idx[i] <= j:
             i += 1
     # the rolling trend follows an excursion longer than its window, and the excursion inflates
@@ -85,12 +91,14 @@ def spikes(run, tn, diverged=False):
     for a, b, rec in excursions(tn):
         if not rec and diverged:
             continue                     # the divergence finding says it
-        if any(k <= b and j >= a for k, j in spikes_):
-            continue                     # already a spike
-        blips = [(k, j) for k, j in blips if not a - tn["window"] <= k <= b]
+        w = tn["window"]
+        inside = [(k, j) for k, j in spikes_ if k <= b + w and j >= a - w]
+        spikes_ = [x for x in spikes_ if x not in inside]     # parts of this excursion: one spike
+        a, b = min([a] + [k for k, _ in inside]), max([b] + [j for _, j in inside])
+        blips = [(k, j) for k, j in blips if not a - w <= k <= b]
         spikes_.append((a, b))
         recovered[a] = rec
-    spikes_.sort()
+    spikes_ = merged(sorted(spikes_), tn["window"])
     found = []
     gblips = grad_blips(run)
     if blips or gblips:
@@ -109,7 +117,6 @@ def spikes(run, tn, diverged=False):
         peaks = [float(v[k:j + 1].max()) for k, j in spikes_]
         rec = [bool(recovered.get(k, True)) for k, _ in spikes_]
         steps = [int(it[j] - it[k]) if ok else None for (k, j), ok in zip(spikes_, rec)]
-        init = initial_loss(run, v)
         above = [p > init + ABOVE_INIT for p in peaks]
         worst = int(np.argmax(peaks))
         k0, j0 = spikes_[worst]
@@ -120,6 +127,12 @@ def spikes(run, tn, diverged=False):
                                               else "had not recovered by the end of the log"))
             if len(spikes_) > 1:
                 title += f"; {len(spikes_)} spikes in all"
+        warm = in_warmup(run, it[k0], it)
+        lr_at, lr_peak = lr_now_and_peak(run, it[k0])
+        if warm:
+            lr_words = (f"LR {lr_at:.3g}, {lr_at / lr_peak:.0%} of its peak" if lr_at is not None and lr_peak
+                        else "LR not logged")
+            title = f"instability at warmup ({lr_words}): " + title
         found.append(Finding(
             "instability.spike", "warning", title,
             "The loss jumped well beyond its noise and stayed up: the update, not the batch, "
@@ -127,15 +140,60 @@ def spikes(run, tn, diverged=False):
             "current state (or the batch too small)."
             + (" The worst went above the loss the run started from: the model was wrecked and "
                "relearned from scratch, so the steps before it were wasted." if above[worst] else "")
-            + (" The grad norm rose before them." if led else ""),
+            + (" The grad norm rose before them." if led else "")
+            + (" It came during the LR warmup: the LR reached a size the fresh weights could not take; "
+               "a longer warmup or a lower peak avoids it (this is instability, not a failure to learn)."
+               if warm else ""),
             evidence={"spike_iters": [int(it[k]) for k, _ in spikes_], "peaks": [num(p) for p in peaks],
                       "recovery_steps": steps, "recovered": rec, "end_iters": [int(it[j]) for _, j in spikes_],
                       "above_initial_loss": above, "initial_loss": num(init),
-                      "grad_norm_led": led, "sigma": num(s)},
+                      "grad_norm_led": led, "sigma": num(s), "in_warmup": bool(warm),
+                      "lr_at_worst": num(lr_at, 8), "lr_peak": num(lr_peak, 8)},
             iters=(int(it[spikes_[0][0]]), int(it[spikes_[-1][1]])),
             recommendations=["--learning_rate=<0.7 x now>" if not any(above) else "--learning_rate=<0.3 x now>",
                              "--grad_clip=1.0", "--warmup_iters=<2 x now>"]))
     return found
+
+
+WARMUP_SHARE = 0.05   # without a known warmup: the first 5% of the logged iterations count as warmup
+
+
+def in_warmup(run, at, iters):
+    """Is iteration `at` in the LR warmup? From the config's warmup_iters, else a logged LR still
+    rising, else the first WARMUP_SHARE of the log."""
+    w = run.config.get("warmup_iters")
+    if w is not None:
+        return at <= int(w)
+    li, lr = train_series(run, "lr")
+    if len(lr) >= 3:
+        return bool(at <= li[int(np.argmax(lr))] and np.max(lr) > lr[0])
+    return bool(at <= iters[0] + WARMUP_SHARE * (iters[-1] - iters[0]))
+
+
+def merged(spans, gap):
+    """Spans (first, last) closer than `gap` logged steps joined: one episode, not several spikes."""
+    out = []
+    for k, j in spans:
+        if out and k - out[-1][1] <= gap:
+            out[-1] = (out[-1][0], max(out[-1][1], j))
+        else:
+            out.append((k, j))
+    return out
+
+
+def memory(resid):
+    """Logged steps one batch's loss stays in a logged value: 1 / (1 - rho) for the lag-1
+    autocorrelation rho of the residuals (1 for independent steps, ~10 for an EMA with beta 0.9)."""
+    r = np.asarray(resid, float)
+    r = r[np.isfinite(r)]
+    if len(r) < 20:
+        return 1.0
+    a, b = r[1:] - np.median(r), r[:-1] - np.median(r)
+    # robust: a spike's own steps must not make the noise look smooth
+    clip = 5 * robust_sigma(r)
+    a, b = np.clip(a, -clip, clip), np.clip(b, -clip, clip)
+    rho = float(np.sum(a * b) / max(np.sqrt(np.sum(a * a) * np.sum(b * b)), 1e-300))
+    return float(min(30.0, 1.0 / (1.0 - max(0.0, min(rho, 0.97)))))
 
 
 def excursions(tn):
