@@ -54,7 +54,8 @@ def trend_window(n):
 def train_noise(iters, losses):
     """Per-logged-step train noise around a rolling trend.
 
-    Returns {'sigma', 'window', 'trend', 'resid', 'iters'} or None with < 8 points.
+    Returns {'sigma', 'window', 'trend', 'resid', 'iters', 'values', 'memory'} or None with < 8
+    points; memory: logged steps one batch stays in a logged value (see memory()).
     sigma is the robust spread over the second half of the run (early training moves
     too fast for any window to follow)."""
     it, v = finite_series(iters, losses)
@@ -65,7 +66,23 @@ def train_noise(iters, losses):
     resid = v - trend
     half = resid[len(resid) // 2:]
     sigma = robust_sigma(half)
-    return {"sigma": sigma, "window": w, "trend": trend, "resid": resid, "iters": it, "values": v}
+    return {"sigma": sigma, "window": w, "trend": trend, "resid": resid, "iters": it, "values": v,
+            "memory": memory(resid)}
+
+
+def memory(resid):
+    """Logged steps one batch's loss stays in a logged value: 1 / (1 - rho) for the lag-1
+    autocorrelation rho of the residuals (1 for independent steps, ~10 for an EMA with beta 0.9)."""
+    r = np.asarray(resid, float)
+    r = r[np.isfinite(r)]
+    if len(r) < 20:
+        return 1.0
+    a, b = r[1:] - np.median(r), r[:-1] - np.median(r)
+    # robust: a spike's own steps must not make the noise look smooth
+    clip = 5 * robust_sigma(r)
+    a, b = np.clip(a, -clip, clip), np.clip(b, -clip, clip)
+    rho = float(np.sum(a * b) / max(np.sqrt(np.sum(a * a) * np.sum(b * b)), 1e-300))
+    return float(min(30.0, 1.0 / (1.0 - max(0.0, min(rho, 0.97)))))
 
 
 def quantization(values):

@@ -431,3 +431,33 @@ def test_warmup_spike_to_twice_the_initial_loss_is_instability_at_warmup():
     assert f.evidence["lr_at_worst"] == pytest.approx(8e-4 * 3 / 11, rel=1e-3)   # nanoGPT's warmup at iter 2
     assert "instability at warmup (LR 0.000218, 27% of its peak)" in f.title
     assert not [f for f in sanity.detect(run) if f.id == "sanity.not_learning"]
+
+
+def test_a_last_half_that_buys_0014_nats_is_a_plateau():
+    """A long run whose val improves by 0.014 over its last half (~9 epochs of its data): beyond
+    noise, but doubling the run bought 1.4% in perplexity. That is a plateau, not 'still improving'."""
+    rng = np.random.default_rng(0)
+    ev = np.arange(0, 20001, 500)
+    val = 2.0 + 0.8 * np.exp(-ev / 1500.0) + 0.028 * (1 - ev / 20000.0) + rng.normal(0, 0.002, len(ev))
+    run = curves.make_run(np.full(20001, 1.9), ev, val, val - 0.1, val_se=0.002,
+                          config={"max_iters": None, "learning_rate": None}, data={"train_tokens": 20001 * 16384 / 18})
+    f = plateau.detect(run)[0]
+    assert (f.id, f.severity) == ("plateau.flat", "warning") and f.evidence["practically_flat"]
+    assert f.evidence["drop_last_half"] == pytest.approx(0.014, abs=0.004)
+    run.eval["val_loss"] = val - 0.2 * (ev / 20000.0)        # the same run buying 0.1 more per half
+    assert [(f.id, f.severity) for f in plateau.detect(run)] == [("plateau.none", "ok")]
+
+
+def test_loss_that_creeps_up_at_constant_lr_after_flattening_is_a_plateau():
+    """A large model at a constant LR: the train loss flattens, then creeps up (+0.05 over 4000
+    steps) with no spike. A plateau getting worse, answered with the LR, not silence."""
+    rng = np.random.default_rng(1)
+    n = 8000
+    it = np.arange(n)
+    loss = 2.6 + 3.0 * np.exp(-it / 800.0) + 0.05 * np.clip((it - 4000) / 4000.0, 0, None) + rng.normal(0, 0.03, n)
+    run = curves.make_run(loss, lr=np.full(n, 3e-4), config={"lr_schedule": "constant", "learning_rate": None,
+                                                            "max_iters": None})
+    f = plateau.detect(run)[0]
+    assert (f.id, f.severity) == ("plateau.creep", "warning") and f.evidence["lr_ratio"] == pytest.approx(1.0)
+    assert f.evidence["rise"] == pytest.approx(0.0375, abs=0.01)     # the fitted rise over the last half
+    assert not [f for f in instability.detect(run) if f.rank() > INFO]

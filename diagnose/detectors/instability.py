@@ -70,7 +70,7 @@ def spikes(run, tn, diverged=False):
     out_idx = np.flatnonzero(z > OUTLIER_Z)
     # a smoothed train loss (an EMA, a running mean) carries one bad batch over many logged steps:
     # "recovered at once" means within BLIP_STEPS of its memory, read from the residuals themselves
-    blip_steps = int(round(BLIP_STEPS * memory(r)))
+    blip_steps = int(round(BLIP_STEPS * tn["memory"]))
     init = initial_loss(run, v)
     blips, spikes_ = [], []
     i = 0
@@ -81,8 +81,11 @@ def spikes(run, tn, diverged=False):
             j += 1
         steps = j - k + 1
         # above the loss the run started from is never benign, however fast it comes back
-        wrecked = float(v[k:j + 1].max()) > init + ABOVE_INIT
-        (blips if steps <= blip_steps and not wrecked else spikes_).append((k, j))
+        wrecked = float(v[k:j + 1].max()) > init + max(ABOVE_INIT, OUTLIER_Z * local[k])
+        if k < tn["window"] // 2 and not wrecked:
+            pass            # the rolling trend cannot follow the fast first fall at the edge: not a spike
+        else:
+            (blips if steps <= blip_steps and not wrecked else spikes_).append((k, j))
         while i < len(out_idx) and out_idx[i] <= j:
             i += 1
     # the rolling trend follows an excursion longer than its window, and the excursion inflates
@@ -179,21 +182,6 @@ def merged(spans, gap):
         else:
             out.append((k, j))
     return out
-
-
-def memory(resid):
-    """Logged steps one batch's loss stays in a logged value: 1 / (1 - rho) for the lag-1
-    autocorrelation rho of the residuals (1 for independent steps, ~10 for an EMA with beta 0.9)."""
-    r = np.asarray(resid, float)
-    r = r[np.isfinite(r)]
-    if len(r) < 20:
-        return 1.0
-    a, b = r[1:] - np.median(r), r[:-1] - np.median(r)
-    # robust: a spike's own steps must not make the noise look smooth
-    clip = 5 * robust_sigma(r)
-    a, b = np.clip(a, -clip, clip), np.clip(b, -clip, clip)
-    rho = float(np.sum(a * b) / max(np.sqrt(np.sum(a * a) * np.sum(b * b)), 1e-300))
-    return float(min(30.0, 1.0 / (1.0 - max(0.0, min(rho, 0.97)))))
 
 
 def excursions(tn):

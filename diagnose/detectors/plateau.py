@@ -40,7 +40,8 @@ def curve(run):
     bi = np.array([it[a:b].mean() for a, b in zip(edges[:-1], edges[1:]) if b > a])
     bv = np.array([v[a:b].mean() for a, b in zip(edges[:-1], edges[1:]) if b > a])
     per = max(1, len(v) // nb)
-    return bi, bv, tn["sigma"] / np.sqrt(per), "train loss"
+    # a smoothed log (an EMA) gives a bin fewer independent points than it has
+    return bi, bv, tn["sigma"] * np.sqrt(min(tn["memory"], per) / per), "train loss"
 
 
 def detect(run):
@@ -170,7 +171,9 @@ def creep(run, it, v, se, name):
     None when the rise is within noise (the curve is then read as usual); [] when it is
     overfitting's or instability's to say."""
     k = int(np.argmin(v))
-    drop, drop_se, _ = fitted_drop(it[k:], v[k:], se) if len(v) - k >= 4 else (0.0, np.inf, None)
+    # fitted over the last half, not from the minimum: a minimum picked from noise has a rise after it
+    h = it >= it[-1] - 0.5 * (it[-1] - it[0])
+    drop, drop_se, _ = fitted_drop(it[h], v[h], se) if h.sum() >= 4 else (0.0, np.inf, None)
     rise, rise_se = -drop, drop_se
     if not significant(rise, rise_se, min_detectable_change(se)):
         return None                # not beyond noise: read the curve as flat or falling
@@ -181,11 +184,11 @@ def creep(run, it, v, se, name):
     lr_now, peak = lr_now_and_peak(run, it[-1])
     ratio = lr_now / peak if lr_now is not None and peak else None
     ev = {"curve": name, "min_iter": int(it[k]), "min": num(v[k]), "rise": num(rise), "rise_se": num(rise_se),
-          "lr_ratio": num(ratio), "test": "fitted rise since the minimum > 2 SE and > the min detectable change"}
+          "lr_ratio": num(ratio), "test": "fitted rise over the last half > 2 SE and > the min detectable change"}
     lr_words = (f"the LR still {ratio:.0%} of its peak" if ratio is not None else "the LR not known")
     return [Finding(
         "plateau.creep", "warning",
-        f"{name} stopped improving at ~{int(it[k])} and creeps up {rise:+.3f} nats since ({lr_words})",
+        f"{name} stopped improving at ~{int(it[k])} and creeps up: {rise:+.3f} nats over the last half ({lr_words})",
         "The loss flattened and then got worse, beyond noise, without a spike: the steps since the "
         f"minimum at {int(it[k])} cost loss. Train and val rise together, so this is not overfitting. At a "
         "constant high LR the optimizer's noise floor wins once the curve is flat (decay the LR: a cooldown "
