@@ -116,9 +116,8 @@ def test_healthy_runs_warn_at_most_five_percent_per_finding():
     assert {k: r for k, r in rates.items() if r > MAX_RATE} == {}
 
 
-if __name__ == "__main__":      # the figure for the report: python tests/test_calibration.py
+if __name__ == "__main__":      # the figure for the report: PYTHONPATH=. python tests/test_calibration.py 100
     import sys
-    sys.path.insert(0, "tests")
     rates, runs = false_alarm_rates(range(int(sys.argv[1]) if len(sys.argv) > 1 else 100))
     print(f"{runs} healthy runs; warning rate per finding:",
           {k: round(v, 3) for k, v in sorted(rates.items())} or "none")
