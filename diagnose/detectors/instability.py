@@ -6,8 +6,9 @@ import math
 import numpy as np
 
 from diagnose.detectors.common import eval_series, lr_now_and_peak, num, train_series
+from diagnose.analysis import analysis_of
 from diagnose.findings import Finding
-from diagnose.noise import eval_se, robust_sigma, sampling_se, train_noise
+from diagnose.noise import robust_sigma, sampling_se, train_noise
 
 OUTLIER_Z = 6.0       # residual above trend, in robust sigmas
 BLIP_STEPS = 3        # back within noise after at most this many logged steps: a blip
@@ -20,10 +21,10 @@ ABOVE_INIT = 0.5      # nats: ending this far above where the log started is div
 
 def detect(run):
     out = []
-    it, v = train_series(run)
-    tn = train_noise(it, v)
+    a = analysis_of(run)
+    tn = a.train_noise
     if tn is not None and np.isfinite(tn["sigma"]):
-        div = divergence(run, tn)
+        div = a.divergence
         out += spikes(run, tn, diverged=bool(div)) if tn["sigma"] > 0 else []
         out += div
     out += clipping(run)
@@ -33,33 +34,6 @@ def detect(run):
                  for a, b in zip(f.evidence["spike_iters"], f.evidence["end_iters"])]
         out += val_bumps(run, spans)
     return out
-
-
-def unstable(run):
-    """The divergence and spike findings of this run (what other detectors route to the LR)."""
-    it, v = train_series(run)
-    tn = train_noise(it, v)
-    if tn is None or not np.isfinite(tn["sigma"]):
-        return []
-    div = divergence(run, tn)
-    if div or not tn["sigma"] > 0:
-        return div
-    return [f for f in spikes(run, tn) if f.id == "instability.spike"]
-
-
-def diverged(run):
-    """Why the run counts as diverged, in a few words, or None: a loss trend that rose far
-    beyond noise (or above where it started), or NaN/Inf it never recovered from."""
-    from diagnose.detectors.sanity import nonfinite
-    for f in nonfinite(run):
-        if f.evidence["recovered"] is not True or f.evidence["stopped_by_train"]:
-            return f.title
-    it, v = train_series(run)
-    tn = train_noise(it, v)
-    if tn is None or not np.isfinite(tn["sigma"]):
-        return None
-    div = divergence(run, tn)
-    return div[0].title if div else None
 
 
 def spikes(run, tn, diverged=False):
@@ -325,7 +299,7 @@ def val_bumps(run, spans=()):
     # against sampling noise: recurring bumps are what this asks about, so they must not set the scale
     se, source = sampling_se(run, "val")
     if source is None:
-        se, source = eval_se(run, "val")
+        se, source = analysis_of(run).val_se
     if not np.isfinite(se):
         return []
     # a bump: a rise over the previous eval beyond noise (3 sigma of a difference) that the next eval undoes

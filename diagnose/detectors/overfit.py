@@ -9,8 +9,9 @@ import numpy as np
 
 from diagnose import words
 from diagnose.detectors.common import eval_series, fmt_tokens, num
+from diagnose.analysis import analysis_of
 from diagnose.findings import SEVERITIES, Finding
-from diagnose.noise import eval_se, min_detectable_change
+from diagnose.noise import min_detectable_change
 
 CONFIRM_Z = 4.0     # rise above the best in units of one eval's SE (about 2.8 sigma of a difference)
 MIN_AFTER = 3       # evals after the best needed to call it
@@ -23,7 +24,7 @@ GAP_Z = 4.0         # and beyond this many SE of a difference of two evals
 
 def detect(run):
     iv, vv = eval_series(run, "val_loss")
-    se, source = eval_se(run, "val")
+    se, source = analysis_of(run).val_se
     if len(vv) < 2 or not np.isfinite(se):
         return answer(run, [], se)
     out = decisive_gap(run, iv, vv, se, source) if len(vv) < 4 else []

@@ -10,9 +10,9 @@ import numpy as np
 
 from diagnose.detectors.common import (eval_series, finished, iters_done, lr_now_and_peak, num, planned_lr,
                                        schedule_known, train_series)
-from diagnose.detectors.instability import unstable
+from diagnose.analysis import analysis_of
 from diagnose.findings import Finding
-from diagnose.noise import eval_se, min_detectable_change, train_noise
+from diagnose.noise import min_detectable_change
 
 WINDOW = 0.25        # the last quarter of the iterations seen
 LR_HIGH = 0.5        # LR above this share of its peak is 'still near peak'
@@ -26,13 +26,13 @@ def curve(run):
     """(iters, values, se of one value, name): val evals when there are enough, else binned train loss."""
     iv, vv = eval_series(run)
     if len(vv) >= 6:
-        se, _ = eval_se(run, "val")
+        se, _ = analysis_of(run).val_se
         if np.isfinite(se):
             return iv, vv, se, "val loss"
     it, v = train_series(run)
     if len(v) < 30:
         return None
-    tn = train_noise(it, v)
+    tn = analysis_of(run).train_noise
     if tn is None or not np.isfinite(tn["sigma"]):
         return None
     nb = min(60, len(v))
@@ -85,7 +85,7 @@ def detect(run):
     ev["onset_iter"] = int(onset)
     ev["flat_share"] = num((it[-1] - onset) / span) if span > 0 else None
     region = (int(onset), int(it[-1]))
-    trouble = unstable(run)
+    trouble = analysis_of(run).unstable
     if trouble:
         if any(f.id == "instability.divergence" for f in trouble):
             return []              # a diverged run has no plateau to read: the divergence says it all
@@ -177,7 +177,7 @@ def creep(run, it, v, se, name):
     rise, rise_se = -drop, drop_se
     if not significant(rise, rise_se, min_detectable_change(se)):
         return None                # not beyond noise: read the curve as flat or falling
-    if unstable(run):
+    if analysis_of(run).unstable:
         return []
     if name == "val loss" and train_falls_since(run, it[k], se):
         return []                  # train still falls while val rises: overfitting's question
