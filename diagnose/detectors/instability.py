@@ -7,7 +7,7 @@ import numpy as np
 
 from diagnose.detectors.common import eval_series, lr_now_and_peak, num, train_series
 from diagnose.analysis import analysis_of
-from diagnose.findings import Finding
+from diagnose.findings import SEVERITIES, Finding
 from diagnose.noise import robust_sigma, sampling_se, train_noise
 
 OUTLIER_Z = 6.0       # residual above trend, in robust sigmas
@@ -33,7 +33,24 @@ def detect(run):
         spans = [(a, b) for f in out if f.id == "instability.spike"
                  for a, b in zip(f.evidence["spike_iters"], f.evidence["end_iters"])]
         out += val_bumps(run, spans)
+    if tn is not None and np.isfinite(tn["sigma"]) and not a.nonfinite \
+            and not any(f.rank() >= SEVERITIES.index("notice") for f in out):
+        out.append(stable(tn, out))
     return out
+
+
+def stable(tn, found):
+    """'Is that bump noise?' answered when nothing above says otherwise."""
+    blips = next((f for f in found if f.id == "instability.blips"), None)
+    n_blips = len(blips.evidence["blip_iters"]) if blips else 0
+    ev = {"sigma": num(tn["sigma"]), "memory_steps": num(tn["memory"]), "blips": n_blips,
+          "test": f"a spike: above trend by > {OUTLIER_Z:g} local sigmas and not back within "
+                  f"{BLIP_STEPS} x the logged loss's memory in steps, or above the initial loss"}
+    return Finding("instability.none", "ok",
+                   f"stable: no loss spike or divergence (train noise {tn['sigma']:.4f} per logged step"
+                   + (f"; {n_blips} one-step blip(s), benign" if n_blips else "") + ")",
+                   "Every jump of the train loss came back to its trend at once, or stayed within its noise: "
+                   "the bumps are batches, not the optimizer.", evidence=ev)
 
 
 def spikes(run, tn, diverged=False):
