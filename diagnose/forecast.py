@@ -26,7 +26,7 @@ MAX_POINTS = 300          # the fit bins longer curves down to this many points
 Z80 = 1.2816              # two-sided 80% interval of a normal
 # No decay seen: annealing from the peak LR all the way down buys ANNEAL_PRIOR x the loss the
 # power-law term still had to lose at the end of the prefix, give or take ANNEAL_PRIOR_SPREAD.
-ANNEAL_PRIOR = 0.4
+ANNEAL_PRIOR = 0.3       # chosen on each model size alone (bench_forecast.py --calibrate-on 25 | 100): both give 0.3
 LAMBDA_PRIOR = 0.995
 MODEL_ERROR = 0.1         # relative error of the law on the change it extrapolates
 ANNEAL_PRIOR_SPREAD = 0.5

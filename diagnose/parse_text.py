@@ -237,7 +237,7 @@ def parse_text(path, text):
     run.config.update(config)
     run.model.update(model)
     run.system.update(system)
-    run.train_loss_kind = _train_loss_kind(recognised)
+    run.train_loss_kind = _train_loss_kind(recognised, text)
     run.grad_accum = _grad_accum(text, run.config)
 
     n_lines = text.count("\n") + (0 if text.endswith("\n") else 1) - text.count("\n\n")  # not blank ones
@@ -261,10 +261,20 @@ def parse_text(path, text):
     return run
 
 
-def _train_loss_kind(recognised):
+# this repository's train.py prints nanoGPT's `iter N: loss X` lines, but with the mean over the
+# iteration's micro-batches; its start-up line tells its stdout from nanoGPT's
+OUR_START_RX = re.compile(r"(?m)^(?:training from scratch|resuming at iter \d+): [\d.]+M parameters")
+
+
+def _train_loss_kind(recognised, text):
     """What the printed train loss averages over: the kind of the train shape with the most lines."""
-    train = [(n, s.loss_kind) for s, n in recognised if s.kind == "train"]
-    return max(train, key=lambda t: t[0])[1] if train else "unknown"
+    train = [(n, s) for s, n in recognised if s.kind == "train"]
+    if not train:
+        return "unknown"
+    shape = max(train, key=lambda t: t[0])[1]
+    if shape.family == "nanogpt" and OUR_START_RX.search(text[:20000]):
+        return "iteration_mean"
+    return shape.loss_kind
 
 
 # nanochat `gradient accumulation steps: 2`, llm.c `=> setting grad_accum_steps=16`,

@@ -18,7 +18,8 @@ def power_law(it, L0=3.0, A=8.0, alpha=0.4):
 def make_run(train_loss, eval_iters_at=None, val=None, train_eval=None, val_se=None, config=None,
              data=None, lr=None, grad_norm=None):
     cfg = dict(BASE_CONFIG, **(config or {}))
-    run = Run(source="synthetic", format="metrics.jsonl", config=cfg,
+    run = Run(source="synthetic", format="metrics.jsonl", config=cfg, train_loss_kind="iteration_mean",
+              grad_accum=cfg.get("gradient_accumulation_steps"),
               data=dict({"train_tokens": 10**10, "tokenizer": {"vocab_size": 100}}, **(data or {})))
     n = len(train_loss)
     it = np.arange(n, dtype=float)

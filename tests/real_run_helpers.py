@@ -60,7 +60,7 @@ def make_text_dataset(data_dir, train_tokens, val_tokens):
     return meta
 
 
-def train(out_dir, data_dir, *overrides, timeout=120):
+def train(out_dir, data_dir, *overrides, timeout=300):
     """One train.py run on the CPU; returns (CompletedProcess, metrics.jsonl records).
     A non-zero exit is returned, not raised: the divergence run may end that way by design."""
     cmd = [sys.executable, "train.py", *TINY_MODEL, f"--out_dir={out_dir}", f"--data_dir={data_dir}",

@@ -349,3 +349,115 @@ def test_a_trainer_that_evaluates_after_its_step_counts_one_more():
     assert iters_done(run) == 85
     run.format = "generic: Ep E (Step N): Train loss X, Val loss Y"
     assert iters_done(run) == 86
+
+
+def test_two_evals_with_a_decisive_gap_are_overfitting():
+    """A fine-tune with two evals: val 3.6 -> 3.8 while train is 1.0 -> 0.7. The gap alone says it."""
+    rng = np.random.default_rng(0)
+    train = np.linspace(1.6, 0.7, 600) + rng.normal(0, 0.05, 600)
+    run = curves.make_run(train, [300, 599], [3.6, 3.8], [1.0, 0.7],
+                          config={"eval_iters": 20, "max_iters": 600, "lr_decay_iters": 600})
+    fs = overfit.detect(run)
+    f = [f for f in fs if f.id == "overfit.gap"][0]
+    assert f.severity == "warning" and f.evidence["gap"] == pytest.approx(3.1) and f.evidence["val_not_falling"]
+    assert not [f for f in fs if f.id == "overfit.none"]
+    run.eval["val_loss"] = np.array([1.1, 0.75])     # the same run with a healthy gap: answered 'no'
+    assert [(f.id, f.severity) for f in overfit.detect(run)] == [("overfit.none", "ok")]
+
+
+def test_a_rise_within_the_swings_of_few_evals_is_not_overfitting():
+    """A 2-epoch fine-tune whose val jumps +-0.02 between neighbouring evals ends +0.028 above its
+    best: the SE must come from those swings, not from a 0.003 fit, and the rise is noise."""
+    ev = np.arange(0, 1200, 100)
+    val = np.array([2.08, 1.95, 1.86, 1.84, 1.80, 1.82, 1.78, 1.82, 1.79, 1.81, 1.79, 1.82])
+    run = curves.make_run(np.full(1200, 1.7), ev, val, 1.7 - 2e-4 * ev, val_se=0.003,
+                          config={"eval_iters": 50, "max_iters": 1200, "lr_decay_iters": 1200})
+    fs = overfit.detect(run)
+    assert not [f for f in fs if f.id == "overfit.confirmed"]
+    run.eval["val_loss_se"][:] = np.nan      # and from the curve alone
+    assert not [f for f in overfit.detect(run) if f.id == "overfit.confirmed"]
+
+
+def _ema(raw, beta=0.9):
+    """nanochat's debiased EMA of the step losses."""
+    out, m = np.empty(len(raw)), 0.0
+    for i, x in enumerate(raw):
+        m = beta * m + (1 - beta) * x
+        out[i] = m / (1 - beta ** (i + 1))
+    return out
+
+
+def test_one_step_blips_smeared_by_an_ema_are_not_spikes():
+    """A healthy run logged as an EMA: isolated one-batch blips of +1 nat decay over ~10 logged
+    steps. They recovered at once in the raw loss, so they are not instability; a real shift is."""
+    rng = np.random.default_rng(0)
+    n = 6000
+    raw = curves.power_law(np.arange(n)) + rng.normal(0, 0.05, n)
+    raw[[900, 2100, 3300, 4700]] += 1.0
+    run = curves.make_run(_ema(raw))
+    run.train_loss_kind = "ema"
+    assert not [f for f in instability.detect(run) if f.id in ("instability.spike", "instability.divergence")]
+    raw[3000:3400] += 0.6        # the weights went somewhere worse for 400 steps
+    run = curves.make_run(_ema(raw))
+    assert [f.id for f in instability.detect(run) if f.rank() > INFO] == ["instability.spike"]
+
+
+def test_memorising_small_model_at_low_loss_is_not_unstable():
+    """A small model memorising 27k tokens: loss 0.2-0.3 with multiplicative batch noise, the
+    same batches each epoch, step-to-step ratios up to ~1.25. Relative jumps at low loss are not spikes."""
+    rng = np.random.default_rng(1)
+    n, period = 3000, 13                      # an epoch every 13 steps
+    level = 0.2 + 0.1 * np.exp(-np.arange(n) / 1500)
+    batch = rng.normal(0, 0.06, period)       # each batch's own difficulty, repeating every epoch
+    loss = level * np.exp(batch[np.arange(n) % period] + rng.normal(0, 0.04, n))
+    ratios = loss[1:] / loss[:-1]
+    assert ratios.max() > 1.2
+    run = curves.make_run(loss, config={"max_iters": n, "lr_decay_iters": n})
+    assert not [f for f in instability.detect(run) if f.rank() > INFO]
+
+
+def test_warmup_spike_to_twice_the_initial_loss_is_instability_at_warmup():
+    """Loss 10.8 -> 21 two steps into a 10-step warmup, back within two steps, then learning:
+    instability at warmup, with the LR at that step, and not 'not learning'."""
+    rng = np.random.default_rng(2)
+    n = 400
+    loss = 4.0 + 6.8 * np.exp(-np.arange(n) / 60.0) + rng.normal(0, 0.05, n)
+    loss[2:4] = [21.0, 16.0]
+    lr = np.minimum(1.0, (np.arange(n) + 1) / 10.0) * 8e-4
+    run = curves.make_run(loss, lr=lr, config={"warmup_iters": 10, "max_iters": 1000, "lr_decay_iters": 1000,
+                                                     "learning_rate": 8e-4})
+    f = [f for f in instability.detect(run) if f.id == "instability.spike"][0]
+    assert f.severity == "warning" and f.evidence["in_warmup"] and f.evidence["spike_iters"] == [2]
+    assert f.evidence["lr_at_worst"] == pytest.approx(8e-4 * 3 / 11, rel=1e-3)   # nanoGPT's warmup at iter 2
+    assert "instability at warmup (LR 0.000218, 27% of its peak)" in f.title
+    assert not [f for f in sanity.detect(run) if f.id == "sanity.not_learning"]
+
+
+def test_a_last_half_that_buys_0014_nats_is_a_plateau():
+    """A long run whose val improves by 0.014 over its last half (~9 epochs of its data): beyond
+    noise, but doubling the run bought 1.4% in perplexity. That is a plateau, not 'still improving'."""
+    rng = np.random.default_rng(0)
+    ev = np.arange(0, 20001, 500)
+    val = 2.0 + 0.8 * np.exp(-ev / 1500.0) + 0.028 * (1 - ev / 20000.0) + rng.normal(0, 0.002, len(ev))
+    run = curves.make_run(np.full(20001, 1.9), ev, val, val - 0.1, val_se=0.002,
+                          config={"max_iters": None, "learning_rate": None}, data={"train_tokens": 20001 * 16384 / 18})
+    f = plateau.detect(run)[0]
+    assert (f.id, f.severity) == ("plateau.flat", "warning") and f.evidence["practically_flat"]
+    assert f.evidence["drop_last_half"] == pytest.approx(0.014, abs=0.004)
+    run.eval["val_loss"] = val - 0.2 * (ev / 20000.0)        # the same run buying 0.1 more per half
+    assert [(f.id, f.severity) for f in plateau.detect(run)] == [("plateau.none", "ok")]
+
+
+def test_loss_that_creeps_up_at_constant_lr_after_flattening_is_a_plateau():
+    """A large model at a constant LR: the train loss flattens, then creeps up (+0.05 over 4000
+    steps) with no spike. A plateau getting worse, answered with the LR, not silence."""
+    rng = np.random.default_rng(1)
+    n = 8000
+    it = np.arange(n)
+    loss = 2.6 + 3.0 * np.exp(-it / 800.0) + 0.05 * np.clip((it - 4000) / 4000.0, 0, None) + rng.normal(0, 0.03, n)
+    run = curves.make_run(loss, lr=np.full(n, 3e-4), config={"lr_schedule": "constant", "learning_rate": None,
+                                                            "max_iters": None})
+    f = plateau.detect(run)[0]
+    assert (f.id, f.severity) == ("plateau.creep", "warning") and f.evidence["lr_ratio"] == pytest.approx(1.0)
+    assert f.evidence["rise"] == pytest.approx(0.0375, abs=0.01)     # the fitted rise over the last half
+    assert not [f for f in instability.detect(run) if f.rank() > INFO]

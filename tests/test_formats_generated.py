@@ -127,3 +127,15 @@ def test_unknown_loss_kind_is_rejected():
     from diagnose.run import Run
     with pytest.raises(ValueError, match="train_loss_kind"):
         Run(source="x", format="x", train_loss_kind="mean")
+
+
+def test_our_stdout_logs_the_iteration_mean_and_nanogpts_the_last_micro_batch(tmp_path):
+    """Both print `iter N: loss X`; only this repository's train.py averages over the micro-batches,
+    and its start-up line says which program wrote the log (issue 17, class 5)."""
+    lines = "".join(f"iter {i}: loss {4 - i / 100:.4f}, time 100.00ms, mfu 1.00%\n" for i in range(20))
+    ours = ("training from scratch: 40.95M parameters (21.24M non-embedding), 524,288 tokens per iteration, "
+            "1 rank(s), cpu, float32, compile False, fused AdamW False\n" + lines)
+    nanogpt = "gradient_accumulation_steps = 32\ntokens per iteration will be: 524,288\n" + lines
+    assert parse(tmp_path, ours, "ours.txt").train_loss_kind == "iteration_mean"
+    theirs = parse(tmp_path, nanogpt, "nanogpt.txt")
+    assert (theirs.train_loss_kind, theirs.grad_accum) == ("last_microbatch", 32)

@@ -3,12 +3,14 @@
 - overfit:  2k tokens of text, 50 epochs, no dropout  -> overfitting, repetition, a live warning;
             the same run with --early_stop=True stops at the first confirmed eval, best.pt kept;
 - healthy:  200k tokens, < 1 epoch                    -> nothing about overfitting or instability;
-- diverge:  learning_rate 1 / 10 / 1000, grad_clip=0  -> divergence or non-finite, warning or worse.
+- diverge:  learning_rate 1 / 10 / 1000, grad_clip=0  -> divergence or non-finite, warning or worse;
+- leak:     the overfit run with val.bin a copy of train.bin -> 'val is not held out', not praise.
 
 Each run is made once per module (about 40 s for all on one core).
 """
 import os
 
+import numpy as np
 import pytest
 
 import real_run_helpers as h
@@ -47,6 +49,23 @@ def _finished_run(tmp_path_factory, data_dir, args):
     r = _run(tmp_path_factory, data_dir, args)
     assert r["proc"].returncode == 0, r["proc"].stderr[-2000:]
     return r
+
+
+@pytest.fixture(scope="module")
+def leaked(tmp_path_factory, data):
+    """The small data set with its val split replaced by the train split: label leakage by construction."""
+    import json
+    import shutil
+    root = str(tmp_path_factory.mktemp("leak"))
+    for name in ("train.bin", "meta.json"):
+        shutil.copy(os.path.join(data["small"], name), root)
+    shutil.copy(os.path.join(root, "train.bin"), os.path.join(root, "val.bin"))
+    with open(os.path.join(root, "meta.json")) as f:
+        meta = json.load(f)
+    meta["val_tokens"] = meta["train_tokens"]
+    with open(os.path.join(root, "meta.json"), "w") as f:
+        json.dump(meta, f)
+    return root
 
 
 @pytest.fixture(scope="module")
@@ -178,3 +197,24 @@ def test_divergence_warned_live(diverged, lr):
     if lr == 1000.0:   # train.py stops on 10 non-finite steps in a row, with a one-line error
         assert r["proc"].returncode != 0 and h.events(r["records"], "end")[0]["reason"] == "nonfinite"
         assert r["proc"].stderr.strip().count("\n") == 0 and r["proc"].stderr.startswith("error: ")
+
+
+# --- too good to be true ---
+
+def test_val_that_is_the_train_set_is_flagged_not_praised(tmp_path_factory, leaked, overfit, healthy):
+    r = _finished_run(tmp_path_factory, leaked, OVERFIT)
+    evals = h.events(r["records"], "eval")
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 3       # the condition: val 'improves' with train
+    f = [f for f in r["findings"] if f.id == "sanity.val_not_held_out"]
+    assert len(f) == 1 and f[0].severity == "critical" and f[0].evidence["identical"], h.summary(r["findings"])
+    assert not h.at_least(r["findings"], "notice", "overfit")
+    # a val split inside the train set but sampled at other positions: not identical, still memorised
+    from diagnose.detect import run_all
+    from diagnose.parse import load_run
+    run = load_run(r["out"])
+    run.eval["val_loss"] = run.eval["val_loss"] + np.random.default_rng(0).normal(0, 0.5, len(run.eval["val_loss"])) \
+        * run.eval["val_loss_se"]
+    f = [f for f in run_all(run) if f.id == "sanity.val_not_held_out"]
+    assert len(f) == 1 and not f[0].evidence["identical"] and f[0].evidence["epochs"] == 50
+    for real in (overfit, healthy):                               # true held-out splits are not flagged
+        assert not [f for f in real["findings"] if f.id == "sanity.val_not_held_out"]

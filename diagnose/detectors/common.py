@@ -107,18 +107,22 @@ def tokens_seen(run):
 
 
 def epochs_seen(run):
-    """Epochs over the training data by the end of the log: tokens seen / train_tokens,
-    else the logged epoch column (some logs only count whole epochs); None when unknown."""
+    """Epochs over the training data by the end of the log: the larger of tokens seen /
+    train_tokens and the logged epoch column; None when neither is known."""
     seen, _ = tokens_seen(run)
     tt = run.train_tokens()
-    if seen is not None and tt:
-        return seen / tt
+    counted = seen / tt if seen is not None and tt else None
     ends = []
     for table in (run.train, run.eval):
         it, ep = finite_series(table["iter"], table["epoch"])
         if len(ep):
             ends.append((it[-1], float(ep[-1])))
-    return max(ends)[1] if ends else None
+    logged = max(ends)[1] if ends else None
+    # the larger: a logged whole-epoch index undercounts by < 1, and a log whose numbering counts
+    # log lines rather than steps (HF Trainer dicts) undercounts the tokens; the trainer's own
+    # epoch count is a fact of the run
+    known = [x for x in (counted, logged) if x is not None]
+    return max(known) if known else None
 
 
 def planned_iters(run):

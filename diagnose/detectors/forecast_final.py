@@ -9,10 +9,9 @@ import numpy as np
 
 from diagnose.detectors.common import (eval_series, finished, iters_done, missing, num, schedule_known,
                                        train_series)
-from diagnose.detectors.instability import diverged
+from diagnose.analysis import analysis_of
 from diagnose.findings import Finding
 from diagnose.forecast import forecast, lr_per_step, predict_with, what_if
-from diagnose.noise import eval_se
 
 MIN_POINTS = 8      # evals (or logged train steps) needed to fit the law on that series
 LAW = "L = L0 + A*S1^-alpha - C*S2 (Tissue et al. 2024)"
@@ -23,7 +22,7 @@ def detect(run):
         return [Finding("forecast.final", "info", "no forecast: the LR schedule is unknown",
                         "The forecast fits loss against the LR schedule, so it needs the config.",
                         missing=missing("config"))]
-    why = diverged(run)
+    why = analysis_of(run).diverged
     if why:
         return [Finding("forecast.final", "info", "no forecast: the run diverged",
                         f"The forecast fits a converging loss curve; this one diverged ({why}), so "
@@ -33,7 +32,7 @@ def detect(run):
     end = int(c["max_iters"])
     iv, vv = eval_series(run)
     name = "val loss"
-    se, _ = eval_se(run, "val")
+    se, _ = analysis_of(run).val_se
     if len(vv) < MIN_POINTS:
         iv, vv = train_series(run)
         name, se = "train loss", 0.0

@@ -5,9 +5,10 @@ import math
 
 import numpy as np
 
-from diagnose.detectors.common import eval_series, num, train_series
-from diagnose.findings import Finding
-from diagnose.noise import eval_se, robust_sigma, train_noise
+from diagnose.detectors.common import eval_series, lr_now_and_peak, num, train_series
+from diagnose.analysis import analysis_of
+from diagnose.findings import SEVERITIES, Finding
+from diagnose.noise import robust_sigma, sampling_se, train_noise
 
 OUTLIER_Z = 6.0       # residual above trend, in robust sigmas
 BLIP_STEPS = 3        # back within noise after at most this many logged steps: a blip
@@ -20,10 +21,10 @@ ABOVE_INIT = 0.5      # nats: ending this far above where the log started is div
 
 def detect(run):
     out = []
-    it, v = train_series(run)
-    tn = train_noise(it, v)
+    a = analysis_of(run)
+    tn = a.train_noise
     if tn is not None and np.isfinite(tn["sigma"]):
-        div = divergence(run, tn)
+        div = a.divergence
         out += spikes(run, tn, diverged=bool(div)) if tn["sigma"] > 0 else []
         out += div
     out += clipping(run)
@@ -32,34 +33,24 @@ def detect(run):
         spans = [(a, b) for f in out if f.id == "instability.spike"
                  for a, b in zip(f.evidence["spike_iters"], f.evidence["end_iters"])]
         out += val_bumps(run, spans)
+    if tn is not None and np.isfinite(tn["sigma"]) and not a.nonfinite \
+            and not any(f.rank() >= SEVERITIES.index("notice") for f in out):
+        out.append(stable(tn, out))
     return out
 
 
-def unstable(run):
-    """The divergence and spike findings of this run (what other detectors route to the LR)."""
-    it, v = train_series(run)
-    tn = train_noise(it, v)
-    if tn is None or not np.isfinite(tn["sigma"]):
-        return []
-    div = divergence(run, tn)
-    if div or not tn["sigma"] > 0:
-        return div
-    return [f for f in spikes(run, tn) if f.id == "instability.spike"]
-
-
-def diverged(run):
-    """Why the run counts as diverged, in a few words, or None: a loss trend that rose far
-    beyond noise (or above where it started), or NaN/Inf it never recovered from."""
-    from diagnose.detectors.sanity import nonfinite
-    for f in nonfinite(run):
-        if f.evidence["recovered"] is not True or f.evidence["stopped_by_train"]:
-            return f.title
-    it, v = train_series(run)
-    tn = train_noise(it, v)
-    if tn is None or not np.isfinite(tn["sigma"]):
-        return None
-    div = divergence(run, tn)
-    return div[0].title if div else None
+def stable(tn, found):
+    """'Is that bump noise?' answered when nothing above says otherwise."""
+    blips = next((f for f in found if f.id == "instability.blips"), None)
+    n_blips = len(blips.evidence["blip_iters"]) if blips else 0
+    ev = {"sigma": num(tn["sigma"]), "memory_steps": num(tn["memory"]), "blips": n_blips,
+          "test": f"a spike: above trend by > {OUTLIER_Z:g} local sigmas and not back within "
+                  f"{BLIP_STEPS} x the logged loss's memory in steps, or above the initial loss"}
+    return Finding("instability.none", "ok",
+                   f"stable: no loss spike or divergence (train noise {tn['sigma']:.4f} per logged step"
+                   + (f"; {n_blips} one-step blip(s), benign" if n_blips else "") + ")",
+                   "Every jump of the train loss came back to its trend at once, or stayed within its noise: "
+                   "the bumps are batches, not the optimizer.", evidence=ev)
 
 
 def spikes(run, tn, diverged=False):
@@ -68,6 +59,10 @@ def spikes(run, tn, diverged=False):
     local = np.maximum(s, _local_sigma(r, tn["window"]))
     z = r / local
     out_idx = np.flatnonzero(z > OUTLIER_Z)
+    # a smoothed train loss (an EMA, a running mean) carries one bad batch over many logged steps:
+    # "recovered at once" means within BLIP_STEPS of its memory, read from the residuals themselves
+    blip_steps = int(round(BLIP_STEPS * tn["memory"]))
+    init = initial_loss(run, v)
     blips, spikes_ = [], []
     i = 0
     while i < len(out_idx):
@@ -76,7 +71,12 @@ def spikes(run, tn, diverged=False):
         while j + 1 < len(v) and r[j + 1] > 2 * local[j + 1]:
             j += 1
         steps = j - k + 1
-        (blips if steps <= BLIP_STEPS else spikes_).append((k, j))
+        # above the loss the run started from is never benign, however fast it comes back
+        wrecked = float(v[k:j + 1].max()) > init + max(ABOVE_INIT, OUTLIER_Z * local[k])
+        if k < tn["window"] // 2 and not wrecked:
+            pass            # the rolling trend cannot follow the fast first fall at the edge: not a spike
+        else:
+            (blips if steps <= blip_steps and not wrecked else spikes_).append((k, j))
         while i < len(out_idx) and out_idx[i] <= j:
             i += 1
     # the rolling trend follows an excursion longer than its window, and the excursion inflates
@@ -85,12 +85,14 @@ def spikes(run, tn, diverged=False):
     for a, b, rec in excursions(tn):
         if not rec and diverged:
             continue                     # the divergence finding says it
-        if any(k <= b and j >= a for k, j in spikes_):
-            continue                     # already a spike
-        blips = [(k, j) for k, j in blips if not a - tn["window"] <= k <= b]
+        w = tn["window"]
+        inside = [(k, j) for k, j in spikes_ if k <= b + w and j >= a - w]
+        spikes_ = [x for x in spikes_ if x not in inside]     # parts of this excursion: one spike
+        a, b = min([a] + [k for k, _ in inside]), max([b] + [j for _, j in inside])
+        blips = [(k, j) for k, j in blips if not a - w <= k <= b]
         spikes_.append((a, b))
         recovered[a] = rec
-    spikes_.sort()
+    spikes_ = merged(sorted(spikes_), tn["window"])
     found = []
     gblips = grad_blips(run)
     if blips or gblips:
@@ -109,7 +111,6 @@ def spikes(run, tn, diverged=False):
         peaks = [float(v[k:j + 1].max()) for k, j in spikes_]
         rec = [bool(recovered.get(k, True)) for k, _ in spikes_]
         steps = [int(it[j] - it[k]) if ok else None for (k, j), ok in zip(spikes_, rec)]
-        init = initial_loss(run, v)
         above = [p > init + ABOVE_INIT for p in peaks]
         worst = int(np.argmax(peaks))
         k0, j0 = spikes_[worst]
@@ -120,6 +121,12 @@ def spikes(run, tn, diverged=False):
                                               else "had not recovered by the end of the log"))
             if len(spikes_) > 1:
                 title += f"; {len(spikes_)} spikes in all"
+        warm = in_warmup(run, it[k0], it)
+        lr_at, lr_peak = lr_now_and_peak(run, it[k0])
+        if warm:
+            lr_words = (f"LR {lr_at:.3g}, {lr_at / lr_peak:.0%} of its peak" if lr_at is not None and lr_peak
+                        else "LR not logged")
+            title = f"instability at warmup ({lr_words}): " + title
         found.append(Finding(
             "instability.spike", "warning", title,
             "The loss jumped well beyond its noise and stayed up: the update, not the batch, "
@@ -127,15 +134,45 @@ def spikes(run, tn, diverged=False):
             "current state (or the batch too small)."
             + (" The worst went above the loss the run started from: the model was wrecked and "
                "relearned from scratch, so the steps before it were wasted." if above[worst] else "")
-            + (" The grad norm rose before them." if led else ""),
+            + (" The grad norm rose before them." if led else "")
+            + (" It came during the LR warmup: the LR reached a size the fresh weights could not take; "
+               "a longer warmup or a lower peak avoids it (this is instability, not a failure to learn)."
+               if warm else ""),
             evidence={"spike_iters": [int(it[k]) for k, _ in spikes_], "peaks": [num(p) for p in peaks],
                       "recovery_steps": steps, "recovered": rec, "end_iters": [int(it[j]) for _, j in spikes_],
                       "above_initial_loss": above, "initial_loss": num(init),
-                      "grad_norm_led": led, "sigma": num(s)},
+                      "grad_norm_led": led, "sigma": num(s), "in_warmup": bool(warm),
+                      "lr_at_worst": num(lr_at, 8), "lr_peak": num(lr_peak, 8)},
             iters=(int(it[spikes_[0][0]]), int(it[spikes_[-1][1]])),
             recommendations=["--learning_rate=<0.7 x now>" if not any(above) else "--learning_rate=<0.3 x now>",
                              "--grad_clip=1.0", "--warmup_iters=<2 x now>"]))
     return found
+
+
+WARMUP_SHARE = 0.05   # without a known warmup: the first 5% of the logged iterations count as warmup
+
+
+def in_warmup(run, at, iters):
+    """Is iteration `at` in the LR warmup? From the config's warmup_iters, else a logged LR still
+    rising, else the first WARMUP_SHARE of the log."""
+    w = run.config.get("warmup_iters")
+    if w is not None:
+        return at <= int(w)
+    li, lr = train_series(run, "lr")
+    if len(lr) >= 3:
+        return bool(at <= li[int(np.argmax(lr))] and np.max(lr) > lr[0])
+    return bool(at <= iters[0] + WARMUP_SHARE * (iters[-1] - iters[0]))
+
+
+def merged(spans, gap):
+    """Spans (first, last) closer than `gap` logged steps joined: one episode, not several spikes."""
+    out = []
+    for k, j in spans:
+        if out and k - out[-1][1] <= gap:
+            out[-1] = (out[-1][0], max(out[-1][1], j))
+        else:
+            out.append((k, j))
+    return out
 
 
 def excursions(tn):
@@ -276,7 +313,10 @@ def val_bumps(run, spans=()):
     iv, vv = eval_series(run)
     if len(vv) < 5:
         return []
-    se, source = eval_se(run, "val")
+    # against sampling noise: recurring bumps are what this asks about, so they must not set the scale
+    se, source = sampling_se(run, "val")
+    if source is None:
+        se, source = analysis_of(run).val_se
     if not np.isfinite(se):
         return []
     # a bump: a rise over the previous eval beyond noise (3 sigma of a difference) that the next eval undoes

@@ -1,17 +1,17 @@
 """The noise model as a finding: how far apart two evals must be to mean anything."""
 import numpy as np
 
-from diagnose.detectors.common import eval_series, num, train_series
+from diagnose.detectors.common import eval_series, num
 from diagnose.findings import Finding
-from diagnose.detectors.instability import diverged
-from diagnose.noise import (MAX_EVAL_ITERS_FACTOR, READABLE_CHANGE, eval_iters_for, eval_se,
-                            min_detectable_change, train_noise)
+from diagnose.analysis import analysis_of
+from diagnose.noise import (MAX_EVAL_ITERS_FACTOR, READABLE_CHANGE, eval_iters_for,
+                            min_detectable_change)
 
 
 def detect(run):
-    it, v = train_series(run)
-    tn = train_noise(it, v)
-    se, source = eval_se(run, "val")
+    a = analysis_of(run)
+    tn = a.train_noise
+    se, source = a.val_se
     ev = {"train_sigma": num(tn["sigma"]) if tn else None, "train_window": tn["window"] if tn else None,
           "val_se": num(se), "val_se_source": source}
     if not np.isfinite(se):
@@ -34,7 +34,7 @@ def detect(run):
     recs = []
     sev = "info"
     iv, vv = eval_series(run)
-    why = diverged(run)
+    why = a.diverged
     if why and need and eval_iters and need > eval_iters:
         ev["eval_iters_needed"] = None
         expl += (f" The run diverged ({why}): its eval noise is the divergence, not sampling, "

@@ -7,21 +7,36 @@ import math
 
 import numpy as np
 
+from diagnose import words
 from diagnose.detectors.common import eval_series, fmt_tokens, num
-from diagnose.findings import Finding
-from diagnose.noise import eval_se
+from diagnose.analysis import analysis_of
+from diagnose.findings import SEVERITIES, Finding
+from diagnose.noise import min_detectable_change
 
 CONFIRM_Z = 4.0     # rise above the best in units of one eval's SE (about 2.8 sigma of a difference)
 MIN_AFTER = 3       # evals after the best needed to call it
 
 
+GAP_NATS = 0.5      # val - train beyond this: held-out tokens get under e^-0.5 = 61% of the probability
+                    # the training tokens get; generalisation gaps of LM runs under a few epochs stay near 0.1-0.2
+GAP_Z = 4.0         # and beyond this many SE of a difference of two evals
+
+
 def detect(run):
     iv, vv = eval_series(run, "val_loss")
+    se, source = analysis_of(run).val_se
+    if len(vv) < 2 or not np.isfinite(se):
+        return answer(run, [], se)
+    out = decisive_gap(run, iv, vv, se, source) if len(vv) < 4 else []
     if len(vv) < 4:
-        return []
-    se, source = eval_se(run, "val")
-    if not np.isfinite(se):
-        return []
+        return out or answer(run, out, se)
+    out += trend(run, iv, vv, se, source)
+    if not any(f.id == "overfit.confirmed" for f in out):
+        out += decisive_gap(run, iv, vv, se, source)
+    return out + answer(run, out, se)
+
+
+def trend(run, iv, vv, se, source):
     out = []
     k = int(np.argmin(vv))
     best_iter, best = int(iv[k]), float(vv[k])
@@ -65,6 +80,47 @@ def detect(run):
                            evidence=ev, iters=(best_iter, last), recommendations=["--early_stop=True"]))
     out += memorisation(run, iv, vv, it_tr, tr, se, ev, out)
     return out
+
+
+def decisive_gap(run, iv, vv, se, source):
+    """Few evals can still be decisive: a val loss far above the train loss at the same eval,
+    beyond GAP_NATS and GAP_Z SE of a difference, with val not falling, is memorisation."""
+    it_tr, tr = eval_series(run, "train_loss")
+    common, a, b = np.intersect1d(iv, it_tr, return_indices=True)
+    if len(common) == 0:
+        return []
+    gap = float(vv[a[-1]] - tr[b[-1]])
+    gap_se = se * math.sqrt(2.0)
+    rising = len(vv) >= 2 and float(vv[-1] - vv[-2]) > -min_detectable_change(se)
+    if not (gap > GAP_NATS and gap > GAP_Z * gap_se):
+        return []
+    ev = {"gap": num(gap), "gap_se": num(gap_se), "gap_in_se": num(gap / gap_se), "val": num(vv[a[-1]]),
+          "train": num(tr[b[-1]]), "iter": int(common[-1]), "evals": int(len(vv)), "val_not_falling": bool(rising),
+          "se_source": source, "test": f"gap > {GAP_NATS} nats and > {GAP_Z} SE of a difference (false alarm "
+                                       "< 1e-4 for noise alone)"}
+    return [Finding("overfit.gap", "warning" if rising else "notice",
+                    words.title("overfit.gap", **ev), words.explain("overfit.gap", rising=rising, **ev),
+                    evidence=ev, iters=(int(common[-1]), int(common[-1])),
+                    recommendations=["--early_stop=True", "--dropout=0.1", "more unique data",
+                                     "fewer epochs (--max_iters)"] if rising else [])]
+
+
+def answer(run, found, se):
+    """The 'am I overfitting?' question answered when nothing above says yes."""
+    if any(f.rank() >= SEVERITIES.index("notice") for f in found):
+        return []
+    iv, vv = eval_series(run, "val_loss")
+    if len(vv) < 2 or not np.isfinite(se):
+        return []
+    it_tr, tr = eval_series(run, "train_loss")
+    common, a, b = np.intersect1d(iv, it_tr, return_indices=True)
+    k = min(5, len(common))
+    ev = {"evals": int(len(vv)), "best_val": num(np.min(vv)), "last_val": num(vv[-1]), "se": num(se)}
+    if k:
+        gap = vv[a[-k:]] - tr[b[-k:]]
+        ev.update(gap=num(np.mean(gap)), gap_se=num(se * math.sqrt(2.0 / k)), gap_evals=int(k))
+    return [Finding("overfit.none", "ok", words.title("overfit.none", **ev), words.explain("overfit.none", **ev),
+                    evidence=ev)]
 
 
 def memorisation(run, iv, vv, it_tr, tr, se, ev, found):

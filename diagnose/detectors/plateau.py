@@ -10,28 +10,29 @@ import numpy as np
 
 from diagnose.detectors.common import (eval_series, finished, iters_done, lr_now_and_peak, num, planned_lr,
                                        schedule_known, train_series)
-from diagnose.detectors.instability import unstable
+from diagnose.analysis import analysis_of
 from diagnose.findings import Finding
-from diagnose.noise import eval_se, min_detectable_change, train_noise
+from diagnose.noise import min_detectable_change
 
 WINDOW = 0.25        # the last quarter of the iterations seen
 LR_HIGH = 0.5        # LR above this share of its peak is 'still near peak'
 SHORT = 0.3          # flat for less than this share of the iterations seen: only flattening
 LR_FLOOR = 0.2       # LR at or below this share of its peak: the decay is (nearly) done
 STILL_TO_DECAY = 0.1  # the planned LR still falls by more than this share of its peak: not a plateau yet
+MATERIAL_GAIN = 0.02  # nats: a last half that bought less than this (2% in perplexity) is a plateau in practice
 
 
 def curve(run):
     """(iters, values, se of one value, name): val evals when there are enough, else binned train loss."""
     iv, vv = eval_series(run)
     if len(vv) >= 6:
-        se, _ = eval_se(run, "val")
+        se, _ = analysis_of(run).val_se
         if np.isfinite(se):
             return iv, vv, se, "val loss"
     it, v = train_series(run)
     if len(v) < 30:
         return None
-    tn = train_noise(it, v)
+    tn = analysis_of(run).train_noise
     if tn is None or not np.isfinite(tn["sigma"]):
         return None
     nb = min(60, len(v))
@@ -39,7 +40,8 @@ def curve(run):
     bi = np.array([it[a:b].mean() for a, b in zip(edges[:-1], edges[1:]) if b > a])
     bv = np.array([v[a:b].mean() for a, b in zip(edges[:-1], edges[1:]) if b > a])
     per = max(1, len(v) // nb)
-    return bi, bv, tn["sigma"] / np.sqrt(per), "train loss"
+    # a smoothed log (an EMA) gives a bin fewer independent points than it has
+    return bi, bv, tn["sigma"] * np.sqrt(min(tn["memory"], per) / per), "train loss"
 
 
 def detect(run):
@@ -50,7 +52,9 @@ def detect(run):
     if len(v) < 6 or not se > 1e-6:   # an exactly constant loss is sanity.not_learning's
         return []
     if float(np.mean(v[-3:])) > float(np.min(v)) + min_detectable_change(se) and int(np.argmin(v)) < len(v) - 3:
-        return []                      # rising again: overfitting or instability, not a plateau
+        found = creep(run, it, v, se, name)  # rising again: a creep, else overfitting's or instability's
+        if found is not None:
+            return found
     span = it[-1] - it[0]
     w = it >= it[-1] - WINDOW * span
     if w.sum() < 4:
@@ -64,17 +68,24 @@ def detect(run):
     lr_now, peak = lr_now_and_peak(run, it[-1])
     ratio = lr_now / peak if lr_now is not None and peak else None
     ev["lr_now"], ev["lr_peak"], ev["lr_ratio"] = num(lr_now, 8), num(peak, 8), num(ratio)
-    if significant(drop, drop_se, mdc):
-        return [Finding("plateau.none", "info",
+    h = it >= it[-1] - 0.5 * span
+    drop_h, drop_h_se, _ = fitted_drop(it[h], v[h], se) if h.sum() >= 6 else (np.nan, np.nan, None)
+    # practically flat: even the upper bound of what the last half bought is under MATERIAL_GAIN
+    practical = bool(np.isfinite(drop_h) and drop_h + 2 * drop_h_se < MATERIAL_GAIN)
+    ev.update(drop_last_half=num(drop_h), drop_last_half_se=num(drop_h_se), practically_flat=practical,
+              test=f"fitted fall over the last quarter > 2 SE and > the min detectable change, and over the "
+                   f"last half an upper bound (fall + 2 SE) of at least {MATERIAL_GAIN} nats")
+    if significant(drop, drop_se, mdc) and not practical:
+        return [Finding("plateau.none", "ok",
                         f"still improving: {name} fell {drop:.3f} nats over iterations {int(x[0])}-{int(x[-1])}",
                         f"The fitted fall over the last quarter ({drop:.3f} nats) is {drop / max(drop_se, 1e-12):.1f} "
                         "times its standard error: not a plateau. Keep going; the forecast says where it ends.",
                         evidence=ev, iters=(int(x[0]), int(x[-1])))]
-    onset = flat_since(it, v, se, plateau_onset(it, v, mdc))
+    onset = it[h][0] if practical else flat_since(it, v, se, plateau_onset(it, v, mdc))
     ev["onset_iter"] = int(onset)
     ev["flat_share"] = num((it[-1] - onset) / span) if span > 0 else None
     region = (int(onset), int(it[-1]))
-    trouble = unstable(run)
+    trouble = analysis_of(run).unstable
     if trouble:
         if any(f.id == "instability.divergence" for f in trouble):
             return []              # a diverged run has no plateau to read: the divergence says it all
@@ -131,10 +142,16 @@ def detect(run):
                         "A curve flattens as it converges; too short a stretch to call a plateau yet.",
                         evidence=ev, iters=region)]
     if ratio is None:
+        long_flat = practical or (span > 0 and (it[-1] - onset) / span >= 0.5)
         return [Finding(
-            "plateau.flat", "notice", f"{name} flat within noise since ~{int(onset)}",
-            "The fall over the last quarter is within noise. Whether this is a plateau depends on "
-            "the LR: at a high LR the decay will still buy loss, at a low LR it is a true plateau.",
+            "plateau.flat", "warning" if long_flat else "notice",
+            f"{name} flat since ~{int(onset)}" + (f": the last half bought {drop_h:.3f} nats" if practical
+                                                  else " within noise"),
+            ("Half the run or more bought less than "
+             f"{MATERIAL_GAIN} nats (2% in perplexity): whatever the LR does, these steps are not paying. "
+             if long_flat else "The fall over the last quarter is within noise. ")
+            + "Whether the LR can still help depends on it: at a high LR a decay still buys loss "
+            "(a cooldown), at a low LR it is a true plateau of the data or the model.",
             evidence=ev, iters=region, missing=["the LR schedule (give --config FILE.py)"])]
     return [Finding(
         "plateau.true", "warning",
@@ -146,6 +163,51 @@ def detect(run):
         evidence=ev, iters=region,
         recommendations=["--early_stop=True", "more unique data (--dataset=...)",
                          "a larger model (--n_layer / --n_embd, see capacity)"])]
+
+
+def creep(run, it, v, se, name):
+    """The loss stopped improving and now rises beyond noise, with train rising too (or only
+    train logged) and no spike or divergence behind it: a plateau that is getting worse.
+    None when the rise is within noise (the curve is then read as usual); [] when it is
+    overfitting's or instability's to say."""
+    k = int(np.argmin(v))
+    # fitted over the last half, not from the minimum: a minimum picked from noise has a rise after it
+    h = it >= it[-1] - 0.5 * (it[-1] - it[0])
+    drop, drop_se, _ = fitted_drop(it[h], v[h], se) if h.sum() >= 4 else (0.0, np.inf, None)
+    rise, rise_se = -drop, drop_se
+    if not significant(rise, rise_se, min_detectable_change(se)):
+        return None                # not beyond noise: read the curve as flat or falling
+    if analysis_of(run).unstable:
+        return []
+    if name == "val loss" and train_falls_since(run, it[k], se):
+        return []                  # train still falls while val rises: overfitting's question
+    lr_now, peak = lr_now_and_peak(run, it[-1])
+    ratio = lr_now / peak if lr_now is not None and peak else None
+    ev = {"curve": name, "min_iter": int(it[k]), "min": num(v[k]), "rise": num(rise), "rise_se": num(rise_se),
+          "lr_ratio": num(ratio), "test": "fitted rise over the last half > 2 SE and > the min detectable change"}
+    lr_words = (f"the LR still {ratio:.0%} of its peak" if ratio is not None else "the LR not known")
+    return [Finding(
+        "plateau.creep", "warning",
+        f"{name} stopped improving at ~{int(it[k])} and creeps up: {rise:+.3f} nats over the last half ({lr_words})",
+        "The loss flattened and then got worse, beyond noise, without a spike: the steps since the "
+        f"minimum at {int(it[k])} cost loss. Train and val rise together, so this is not overfitting. At a "
+        "constant high LR the optimizer's noise floor wins once the curve is flat (decay the LR: a cooldown "
+        "recovers it); after a resume a schedule that restarts or climbs (a cosine past its T_max) does the same.",
+        evidence=ev, iters=(int(it[k]), int(it[-1])),
+        recommendations=["--lr_schedule=wsd", "--decay_frac=0.2", "check the LR schedule after a resume",
+                         f"--max_iters={int(it[k])} (the best point)"])]
+
+
+def train_falls_since(run, start, se):
+    """Does the train loss (eval-mode, else the logged train loss) fall after `start`?"""
+    ti, tv = eval_series(run, "train_loss")
+    if (ti >= start).sum() < 3:
+        ti, tv = train_series(run)
+    after = tv[ti >= start]
+    if len(after) < 3:
+        return False
+    k = max(1, len(after) // 10)
+    return float(np.mean(after[:k]) - np.mean(after[-k:])) > 2 * se
 
 
 def decay_to_come(run, at, lr_now, peak):

@@ -11,12 +11,39 @@ from diagnose.noise import train_noise
 
 def detect(run):
     out = [facts(run)]
-    out += nonfinite(run)
+    bad = nonfinite(run)
+    out += bad
+    invalid = invalid_loss(run)
+    out += invalid
     out += init_loss(run)
     out += zero_lr(run)
-    out += not_learning(run)
+    if not invalid:              # a placeholder constant is not a loss that fails to fall
+        out += not_learning(run)
     out += implausibly_low(run)
     return out
+
+
+def invalid_loss(run):
+    """A cross-entropy over a vocabulary is positive: exactly 0 needs probability 1 on every
+    token, and below 0 is impossible. Logs where most losses are <= 0 carry a placeholder
+    (torchtitan prints -1 on non-last pipeline ranks; HF Trainer logs 0.0 when every step was
+    NaN), not a loss."""
+    it, v = train_series(run)
+    if len(v) == 0:
+        it, v = eval_series(run)
+    if len(v) < 2 or np.mean(v <= 0) < 0.5:
+        return []
+    ev = {"share_nonpositive": num(np.mean(v <= 0)), "values": sorted({num(x) for x in v[:50]})[:5]}
+    return [Finding("sanity.invalid_loss", "critical",
+                   f"no valid loss: {np.mean(v <= 0):.0%} of logged losses are <= 0 (e.g. {v[0]:g})",
+                   "A cross-entropy cannot be negative and is exactly 0 only if every token gets probability 1. "
+                   "The log carries a placeholder: a pipeline rank that is not the last prints -1, and "
+                   "HF Trainer logs 0.0 when every step's loss was NaN. Nothing can be read about learning "
+                   "or plateaus from it.",
+                   evidence=ev, iters=(int(it[0]), int(it[-1])),
+                   recommendations=["read the loss from the last pipeline stage's log" if np.any(v < 0) else
+                                    "logging_nan_inf_filter=False to see the NaN, then --learning_rate=<a tenth>, "
+                                    "--dtype=bfloat16"])]
 
 
 def facts(run):
@@ -224,6 +251,49 @@ def not_learning(run):
                     missing=missing("vocab_size") if vocab is None else [])]
 
 
+SAME_DATA = 0.1     # |val - train| under this share of a difference's SE at every eval: the same tokens
+MEMORISE_EPOCHS = 10  # epochs after which a model larger than its data has memorised it
+
+
+def not_held_out(run, ie, tr, iv, va):
+    """A val set that is the train set, or inside it. Two tests, each against what a held-out set
+    must show: (a) val equal to train at every eval far within the sampling noise of two
+    independent estimates (the same batches); (b) after MEMORISE_EPOCHS epochs of a data set
+    smaller than the model (which can store it), a val loss that falls with train, within noise:
+    memorisation cannot carry over to text the model has not seen."""
+    from diagnose.analysis import analysis_of
+    common, a, b = np.intersect1d(ie, iv, return_indices=True)
+    se, _ = analysis_of(run).val_se
+    if len(common) < 3 or not np.isfinite(se) or se <= 0:
+        return []
+    gap = va[b] - tr[a]
+    diff_se = se * math.sqrt(2.0)
+    same = bool(np.all(np.abs(gap) < SAME_DATA * diff_se))
+    epochs, p, tt = epochs_seen(run), params(run), run.train_tokens()
+    k = max(3, len(gap) // 4)
+    fell = float(tr[a][0] - np.mean(tr[a][-k:]))
+    tracks = bool(epochs is not None and epochs >= MEMORISE_EPOCHS and p and tt and tt < p
+                  and fell > 1.0 and float(np.mean(gap[-k:])) < 3 * diff_se / math.sqrt(k))
+    if not (same or tracks):
+        return []
+    ev = {"median_abs_gap": num(np.median(np.abs(gap))), "gap_last": num(float(np.mean(gap[-k:]))),
+          "diff_se": num(diff_se), "identical": same, "epochs": num(epochs), "params": p, "train_tokens": tt,
+          "test": "(a) |val - train| < 0.1 SE of a difference at every eval, or (b) >= 10 epochs of data "
+                  "smaller than the model, train fell > 1 nat, val - train within 3 SE"}
+    why = ("val equals train at every eval, far within the noise two independent samples would show: they are "
+           "the same tokens" if same else
+           f"after {epochs:.0f} epochs of {tt} tokens a {p}-parameter model has memorised its data, yet val fell "
+           "with train: the val tokens were memorised too")
+    return [Finding("sanity.val_not_held_out", "critical",
+                    "val is not held out: " + why.split(":")[0],
+                    f"The val loss follows the train loss ({why}). A held-out loss cannot profit from "
+                    "memorisation, so val.bin overlaps train.bin (or the val split is read from the train "
+                    "file): every val number here, and every verdict on overfitting, is void.",
+                    evidence=ev, iters=(int(common[0]), int(common[-1])),
+                    recommendations=["re-split the data (prepare.py) so no document is in both",
+                                     "check --data_dir points val at val.bin"])]
+
+
 def implausibly_low(run):
     """Held-out loss far below train, or near zero in the first epoch: leakage or a broken causal mask."""
     out = []
@@ -243,6 +313,7 @@ def implausibly_low(run):
                     "training data (leakage) or comes from a different, easier distribution.",
                     evidence={"median_gap": num(np.median(gap))}, iters=(int(common[h]), int(common[-1])),
                     recommendations=["re-split the data (prepare.py) and check val.bin does not overlap train.bin"]))
+    out += not_held_out(run, ie, tr, iv, va)
     epochs = epochs_seen(run)
     vocab = run.vocab_size()
     if len(va) and epochs is not None and epochs <= 1.0 and vocab and vocab >= 1000 and float(np.min(va)) < 1.0:
