@@ -7,8 +7,10 @@ ours is faster) as the median over rounds with its min-max, and our data loader'
 $ python data/fineweb_single/prepare.py --demo      # the byte-level demo corpus, data/demo/
 $ python bench/bench_vs_nanogpt.py                  # both configs, quiet and busy, 5 rounds
 $ python bench/bench_vs_nanogpt.py --configs=small --loads=quiet --rounds=3 --iters=40
+$ python bench/bench_vs_nanogpt.py --configs=ref --loads=quiet --rounds=2 --data_dir=DIR --set device=cuda \
+      --set dtype=bfloat16 --set compile=True --set gradient_accumulation_steps=4     (a GPU; gpu_check.sh)
 
-Configs: 'small' is 4 layers x 128, block 128, batch 16, gradient_accumulation_steps 1, fp32,
+Configs ('ref' is config/train_fineweb_4070.py's shape, for a GPU): 'small' is 4 layers x 128, block 128, batch 16, gradient_accumulation_steps 1, fp32,
 no compile; 'demo' is config/train_demo_cpu.py (nanoGPT gets its keys as flags, and its
 cpu_threads as OMP_NUM_THREADS, since nanoGPT has no such key). Both programs see the same
 data/demo tokens; nanoGPT's copy gets a meta.pkl with our padded vocabulary, so the two models
@@ -21,6 +23,7 @@ program prints itself (`time X ms`) is shown too, but ours times the step alone 
 includes its logging, so only the arrival times are compared.
 """
 import argparse
+import ast
 import json
 import os
 import pickle
@@ -55,7 +58,22 @@ def config_named(name):
         return dict(SMALL)
     if name == "demo":
         return read_config_file(os.path.join(ROOT, "config", "train_demo_cpu.py"))
-    raise SystemExit(f"error: unknown config {name!r}; use small or demo")
+    if name == "ref":  # the reference run's shape, for a GPU (bench/gpu_check.sh)
+        cfg = read_config_file(os.path.join(ROOT, "config", "train_fineweb_4070.py"))
+        return {k: v for k, v in cfg.items() if k in NANOGPT_KEYS}
+    raise SystemExit(f"error: unknown config {name!r}; use small, demo or ref")
+
+
+def parse_sets(items):
+    """--set KEY=VALUE overrides, valued as train.py's configurator does (a literal, else a string)."""
+    out = {}
+    for item in items:
+        k, _, v = item.partition("=")
+        try:
+            out[k] = ast.literal_eval(v)
+        except (ValueError, SyntaxError):
+            out[k] = v
+    return out
 
 
 def flag(k, v):
@@ -147,7 +165,7 @@ def spread(values):
 
 
 def bench(name, load, args, scratch):
-    cfg = config_named(name)
+    cfg = {**config_named(name), **parse_sets(args.set)}
     (ours, ours_cwd, ours_env), (theirs, th_cwd, th_env), ours_out = commands(cfg, args.iters, scratch, args.data_dir)
     ratios, ours_ms, theirs_ms, shares, loads = [], [], [], [], []
     for r in range(args.rounds):
@@ -166,7 +184,25 @@ def bench(name, load, args, scratch):
         print(f"  {name:5s} {load:5s} round {r + 1}: ours {got['ours'][0]:7.2f} ms/iter (own {got['ours'][1]:.2f}), "
               f"nanoGPT {got['nanogpt'][0]:7.2f} ms/iter (own {got['nanogpt'][1]:.2f}), "
               f"ratio {ratios[-1]:.3f}, load avg {loads[-1]:.2f}", flush=True)
-    return dict(config=name, load=load, ratio=ratios, ours=ours_ms, nanogpt=theirs_ms, share=shares, loadavg=loads)
+    tokens = cfg["batch_size"] * cfg["block_size"] * cfg["gradient_accumulation_steps"]
+    return dict(config=name, load=load, ratio=ratios, ours=ours_ms, nanogpt=theirs_ms, share=shares, loadavg=loads,
+                tokens=tokens, cfg=cfg)
+
+
+def mfu_line(r):
+    """MFU of each against the device's real peak (facts.PEAK_FLOPS), on CUDA only."""
+    import torch
+    sys.path.insert(0, ROOT)
+    import facts
+    cfg = r["cfg"]
+    name = torch.cuda.get_device_name()
+    peak = facts.peak_flops_for(name, cfg.get("dtype"))
+    if peak is None:
+        return f"MFU n/a ({name} is not in facts.PEAK_FLOPS)"
+    fpt = facts.flops_per_token(cfg["n_layer"], cfg["n_embd"], 50304, cfg["block_size"], cfg.get("bias", False))
+    mfu = {who: fpt * r["tokens"] / (statistics.median(r[who]) / 1000) / peak for who in ("ours", "nanogpt")}
+    return (f"MFU ours {100 * mfu['ours']:.1f}%, nanoGPT {100 * mfu['nanogpt']:.1f}% of {name}'s "
+            f"{peak / 1e12:.0f} TFLOP/s ({cfg.get('dtype')})")
 
 
 def main(argv):
@@ -178,6 +214,8 @@ def main(argv):
     p.add_argument("--skip", type=int, default=8, help="first iteration lines not timed (start-up, warm-up)")
     p.add_argument("--nanogpt", default=NANOGPT_DEFAULT)
     p.add_argument("--data_dir", default=os.path.join(ROOT, "data", "demo"))
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key for both programs, e.g. --set dtype=bfloat16")
     args = p.parse_args(argv)
     if not os.path.exists(os.path.join(args.data_dir, "meta.json")):
         raise SystemExit(f"error: no dataset in {args.data_dir}; run python data/fineweb_single/prepare.py --demo")
@@ -195,13 +233,16 @@ def main(argv):
                     results.append(bench(name, load, args, scratch))
                 else:
                     raise SystemExit(f"error: unknown load {load!r}; use quiet or busy")
-    print("\nconfig load   ours ms/iter   nanoGPT ms/iter   ratio nanoGPT/ours median (min-max)   "
-          "data loader share   load avg")
+    print("\nconfig load   ours ms/iter (tok/s)   nanoGPT ms/iter (tok/s)   ratio nanoGPT/ours median (min-max)"
+          "   data loader share   load avg")
     for r in results:
-        print(f"{r['config']:6s} {r['load']:5s}  {statistics.median(r['ours']):8.2f}       "
-              f"{statistics.median(r['nanogpt']):8.2f}          {spread(r['ratio']):28s}"
+        ours, theirs = statistics.median(r["ours"]), statistics.median(r["nanogpt"])
+        print(f"{r['config']:6s} {r['load']:5s}  {ours:8.2f} ({r['tokens'] / ours * 1000:,.0f})   "
+              f"{theirs:8.2f} ({r['tokens'] / theirs * 1000:,.0f})     {spread(r['ratio']):28s}"
               f"        {100 * statistics.median(r['share']):.2f}%           "
               f"{min(r['loadavg']):.2f}-{max(r['loadavg']):.2f}")
+        if str(r["cfg"].get("device", "")).startswith("cuda"):
+            print(f"       {mfu_line(r)}")
 
 
 if __name__ == "__main__":
