@@ -18,7 +18,8 @@ have the same shapes.
 
 How it is timed, the same way for both: the arrival time of each `iter N:` line on the pipe
 (stdout unbuffered), from line --skip to the last one; no evaluation falls in that window
-(eval_interval is set past max_iters; the iteration-0 eval comes before it). The figure each
+(eval_interval is set past max_iters; the iteration-0 eval comes before it). The CPU time of each
+process over the same lines is shown too (on a shared machine the steadier figure). The figure each
 program prints itself (`time X ms`) is shown too, but ours times the step alone while nanoGPT's
 includes its logging, so only the arrival times are compared.
 """
@@ -117,10 +118,21 @@ def commands(cfg, iters, scratch, data_dir):
     return (ours, ROOT, env), (theirs, scratch, theirs_env), ours_out
 
 
+def cpu_seconds(pid):
+    """User + system CPU time of a running process (Linux /proc), or None elsewhere."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def timed_run(argv, cwd, env, skip):
-    """ms/iter from the arrival times of the `iter N:` lines after the first `skip`, and the
-    median of the program's own `time X ms` figures over the same lines."""
-    arrivals, own = [], []
+    """(wall ms/iter, CPU ms/iter, the program's own median `time X ms`) over the `iter N:` lines after
+    the first `skip`: wall from their arrival times, CPU from the process's CPU time at those lines
+    (on a shared machine the CPU time is the steadier figure)."""
+    marks, own = [], []
     p = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     tail = []
     for line in p.stdout:
@@ -128,15 +140,16 @@ def timed_run(argv, cwd, env, skip):
         tail = (tail + [line])[-20:]
         m = ITER_LINE.match(line)
         if m:
-            arrivals.append((int(m.group(1)), now))
+            marks.append((int(m.group(1)), now, cpu_seconds(p.pid)))
             own.append(float(m.group(2)))
     if p.wait() != 0:
         raise SystemExit(f"error: {' '.join(argv[:2])} in {cwd} failed:\n{''.join(tail)}")
-    timed = arrivals[skip:]
+    timed = marks[skip:]
     if len(timed) < 2:
-        raise SystemExit(f"error: only {len(arrivals)} iteration lines; raise --iters above --skip")
-    (i0, t0), (i1, t1) = timed[0], timed[-1]
-    return 1000 * (t1 - t0) / (i1 - i0), statistics.median(own[skip:])
+        raise SystemExit(f"error: only {len(marks)} iteration lines; raise --iters above --skip")
+    (i0, t0, c0), (i1, t1, c1) = timed[0], timed[-1]
+    cpu = 1000 * (c1 - c0) / (i1 - i0) if c0 is not None and c1 is not None else float("nan")
+    return 1000 * (t1 - t0) / (i1 - i0), cpu, statistics.median(own[skip:])
 
 
 def data_share(out_dir):
@@ -167,7 +180,7 @@ def spread(values):
 def bench(name, load, args, scratch):
     cfg = {**config_named(name), **parse_sets(args.set)}
     (ours, ours_cwd, ours_env), (theirs, th_cwd, th_env), ours_out = commands(cfg, args.iters, scratch, args.data_dir)
-    ratios, ours_ms, theirs_ms, shares, loads = [], [], [], [], []
+    ratios, cpu_ratios, ours_ms, theirs_ms, shares, loads = [], [], [], [], [], []
     for r in range(args.rounds):
         loads.append(os.getloadavg()[0])
         order = ("ours", "nanogpt") if r % 2 == 0 else ("nanogpt", "ours")  # alternate who goes first
@@ -181,11 +194,13 @@ def bench(name, load, args, scratch):
         ours_ms.append(got["ours"][0])
         theirs_ms.append(got["nanogpt"][0])
         ratios.append(got["nanogpt"][0] / got["ours"][0])
-        print(f"  {name:5s} {load:5s} round {r + 1}: ours {got['ours'][0]:7.2f} ms/iter (own {got['ours'][1]:.2f}), "
-              f"nanoGPT {got['nanogpt'][0]:7.2f} ms/iter (own {got['nanogpt'][1]:.2f}), "
-              f"ratio {ratios[-1]:.3f}, load avg {loads[-1]:.2f}", flush=True)
+        cpu_ratios.append(got["nanogpt"][1] / got["ours"][1])
+        print(f"  {name:5s} {load:5s} round {r + 1}: ours {got['ours'][0]:7.2f} ms/iter (CPU {got['ours'][1]:.1f}, "
+              f"own {got['ours'][2]:.2f}), nanoGPT {got['nanogpt'][0]:7.2f} ms/iter (CPU {got['nanogpt'][1]:.1f}, "
+              f"own {got['nanogpt'][2]:.2f}), ratio {ratios[-1]:.3f}, CPU ratio {cpu_ratios[-1]:.3f}, "
+              f"load avg {loads[-1]:.2f}", flush=True)
     tokens = cfg["batch_size"] * cfg["block_size"] * cfg["gradient_accumulation_steps"]
-    return dict(config=name, load=load, ratio=ratios, ours=ours_ms, nanogpt=theirs_ms, share=shares, loadavg=loads,
+    return dict(config=name, load=load, ratio=ratios, cpu_ratio=cpu_ratios, ours=ours_ms, nanogpt=theirs_ms, share=shares, loadavg=loads,
                 tokens=tokens, cfg=cfg)
 
 
@@ -234,12 +249,12 @@ def main(argv):
                 else:
                     raise SystemExit(f"error: unknown load {load!r}; use quiet or busy")
     print("\nconfig load   ours ms/iter (tok/s)   nanoGPT ms/iter (tok/s)   ratio nanoGPT/ours median (min-max)"
-          "   data loader share   load avg")
+          "   CPU-time ratio (min-max)   data loader share   load avg")
     for r in results:
         ours, theirs = statistics.median(r["ours"]), statistics.median(r["nanogpt"])
         print(f"{r['config']:6s} {r['load']:5s}  {ours:8.2f} ({r['tokens'] / ours * 1000:,.0f})   "
               f"{theirs:8.2f} ({r['tokens'] / theirs * 1000:,.0f})     {spread(r['ratio']):28s}"
-              f"        {100 * statistics.median(r['share']):.2f}%           "
+              f"        {spread(r['cpu_ratio']):24s}   {100 * statistics.median(r['share']):.2f}%           "
               f"{min(r['loadavg']):.2f}-{max(r['loadavg']):.2f}")
         if str(r["cfg"].get("device", "")).startswith("cuda"):
             print(f"       {mfu_line(r)}")
