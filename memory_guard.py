@@ -3,6 +3,7 @@ Will the run fit? Before anything is allocated: the memory estimate (facts.memor
 beside the device's memory, as one start-up line, or a one-line refusal naming the fix.
 During the run: an out-of-memory error turned into the same one line, never a traceback.
 """
+import contextlib
 import os
 
 import torch
@@ -78,3 +79,15 @@ def out_of_memory_error(exc, config, vocab_size, dev, where, ddp=False):
     fix = facts.memory_advice(config, vocab_size, dev.type, est // 2)
     return UserError(f"out of memory during {where} ({first}); the estimate was {facts.format_bytes(est)}; "
                      f"{fix}; the last checkpoint in {config.get('out_dir', 'out_dir')} is intact")
+
+
+@contextlib.contextmanager
+def on_out_of_memory(config, vocab_size, dev, where, ddp=False):
+    """with on_out_of_memory(...): step()  -- an out-of-memory error inside becomes the one-line
+    UserError of out_of_memory_error(); any other error passes unchanged."""
+    try:
+        yield
+    except Exception as e:
+        if not is_out_of_memory(e):
+            raise
+        raise out_of_memory_error(e, config, vocab_size, dev, where, ddp) from None

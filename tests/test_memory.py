@@ -33,7 +33,7 @@ def estimate_cpu(shape):
 @pytest.mark.skipif(not os.path.exists("/proc/self/clear_refs"), reason="needs Linux's /proc peak-RSS reset")
 def test_estimate_within_25_percent_of_measured_peak_rss():
     p = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "memory_probe.py"), json.dumps(SHAPES)],
-                       capture_output=True, text=True, timeout=120, cwd=ROOT)
+                       capture_output=True, text=True, timeout=900, cwd=ROOT)  # ~15 s; more on a crowded machine
     assert p.returncode == 0, p.stderr[-2000:]
     measured = [json.loads(line) for line in p.stdout.splitlines()]
     assert [m["shape"] for m in measured] == SHAPES
@@ -93,3 +93,13 @@ def test_other_errors_are_not_out_of_memory():
     assert not memory_guard.is_out_of_memory(ValueError("out of memory"))
     assert memory_guard.is_out_of_memory(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert memory_guard.is_out_of_memory(torch.OutOfMemoryError("CUDA out of memory"))
+
+
+def test_on_out_of_memory_wraps_a_real_failure_and_passes_other_errors():
+    cfg = demo_config(out_dir="out-demo")
+    with pytest.raises(UserError, match=r"^out of memory during an evaluation \(.*can't allocate memory"):
+        with memory_guard.on_out_of_memory(cfg, 320, torch.device("cpu"), "an evaluation"):
+            torch.empty(2 ** 61, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="not memory"):
+        with memory_guard.on_out_of_memory(cfg, 320, torch.device("cpu"), "an evaluation"):
+            raise ValueError("not memory")
