@@ -302,9 +302,12 @@ def memory_advice(config, vocab_size, device_type, device_bytes):
         if sequences % nb == 0 and fits(batch_size=nb):
             return (f"use --batch_size={nb} --gradient_accumulation_steps={sequences // nb} "
                     f"(the same {sequences * config['block_size']:,} tokens per iteration)")
-    for nl in range(config["n_layer"] - 1, 0, -1):
-        if fits(batch_size=1, n_layer=nl):
-            return f"use a smaller model: --n_layer={nl} --batch_size=1 --gradient_accumulation_steps={sequences}"
+    if config["n_layer"] > 1 and fits(batch_size=1, n_layer=1):
+        lo, hi = 1, config["n_layer"] - 1  # the most layers that fit (memory grows with n_layer): bisect
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(batch_size=1, n_layer=mid) else (lo, mid - 1)
+        return f"use a smaller model: --n_layer={lo} --batch_size=1 --gradient_accumulation_steps={sequences}"
     d, h = config["n_embd"], config["n_head"]
     while d > h:
         d = max(h, (d // 2) // h * h)
