@@ -10,6 +10,7 @@
 # Written without a GPU at hand: not run yet.
 #
 #   bash bench/gpu_check.sh            (ITERS=50 by default; ITERS=30 bash bench/gpu_check.sh for less)
+#   RUNS="bfloat16:True:150" NANOGPT=/path/to/nanoGPT bash bench/gpu_check.sh   (one of ours, then nanoGPT beside)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ITERS=${ITERS:-50}
@@ -66,11 +67,11 @@ print(f"CHECK memory estimate: {est / 2**20:,.0f} MiB vs {measured / 2**20:,.0f}
       f"(ratio {est / measured:.2f}; {'ok' if 0.75 <= est / measured <= 1.25 else 'OUTSIDE 25%'})")
 PYEOF
 }
-# eager first: a quick sanity run before the long compiles
-run bfloat16 False 90
-run bfloat16 True 150
-run float16 False 90
-run float16 True 150
+# eager first: a quick sanity run before the long compiles; RUNS="bfloat16:True:150" for fewer
+for r in ${RUNS:-bfloat16:False:90 bfloat16:True:150 float16:False:90 float16:True:150}; do
+    IFS=: read -r dt comp limit <<< "$r"
+    run "$dt" "$comp" "$limit"
+done
 
 NANOGPT=${NANOGPT:-../shared/anchors/nanoGPT}
 if [ -f "$NANOGPT/train.py" ]; then
