@@ -187,3 +187,131 @@ def read_dataset_meta(data_dir):
             raise UserError(f"{bin_path} has {actual} bytes but meta.json says {meta[f'{split}_tokens']} "
                             f"{meta['dtype']} tokens ({expected} bytes); rerun prepare.py with --force")
     return meta
+
+
+# -----------------------------------------------------------------------------
+# memory: will a config fit? Bytes of one training step, by part. The coefficients are counts of
+# what autograd keeps; those marked "measured" were fitted to peak RSS growth on CPU (torch 2.13,
+# tests/memory_probe.py, tests/test_memory.py checks them within 25%); the GPU ones are read off the
+# kernels and checked by bench/gpu_check.sh against torch.cuda.max_memory_allocated.
+
+MiB, GiB = 2 ** 20, 2 ** 30
+OPTIMIZERS = ("adamw", "muon")
+# bytes per token per layer per unit of n_embd kept for the backward pass (residual stream, LayerNorm
+# inputs, q/k/v and their contiguous copies, attention output, MLP hidden before and after GELU):
+# fp32 eager 23 floats (measured); 16-bit autocast keeps the LayerNorm inputs in fp32 and the rest
+# in 16 bits; torch.compile's partitioner keeps about 0.65 of it (it recomputes GELU and the norms)
+ACT_BYTES_PER_D = {("float32", False): 92, ("16bit", False): 54, ("float32", True): 60, ("16bit", True): 35}
+# attention without a fused kernel (SDPA's math path: CPU with dropout > 0, or attention='math'):
+# scores, probabilities and dropped probabilities per (batch x head x T x T) element (measured, fp32),
+# and extra per-token copies of q, k, v
+MATH_ATTN_BYTES = {"float32": 11.6, "16bit": 7.0}
+MATH_ATTN_BYTES_PER_D = 64
+# logits, per (batch x block x vocab) element: eager keeps the logits held by the caller, their fp32
+# copy (16-bit runs), log_softmax's output and the two gradients at the loss (fp32: 16, measured);
+# compiled, the loss is one fused kernel that keeps only the logits and their gradient
+LOGIT_BYTES = {("float32", False): 16, ("16bit", False): 18, ("float32", True): 8, ("16bit", True): 6}
+# what the framework holds whatever the model: on CPU the allocator's arenas and oneDNN scratch
+# (measured: a 70k-parameter model grows RSS by 34 MiB); on CUDA the context, cuBLAS workspaces and
+# the caching allocator's rounding (it is outside max_memory_allocated, inside mem_get_info)
+OVERHEAD_BYTES = {"cpu": 34 * MiB, "cuda": 600 * MiB, "mps": 300 * MiB}
+
+
+def memory_estimate(n_layer, n_head, n_embd, block_size, vocab_size, batch_size, *, bias=False,
+                    dtype="float32", compile=False, optimizer="adamw", attention="auto", dropout=0.0,
+                    device_type="cuda", ddp=False):
+    """Bytes one training step needs, by part: {'params', 'grads', 'optimizer', 'activations',
+    'logits', 'overhead', 'total'}; vocab_size is the model's (padded) vocabulary.
+
+    The weights stay fp32 under autocast (bfloat16/float16: the master copy), and autocast caches a
+    16-bit copy of each matrix. Gradients count the tied embedding twice (its two contributions are
+    summed); AdamW keeps 2 fp32 states per parameter (plus, unfused, a temporary the size of the
+    largest parameter), Muon 1 momentum buffer for the 2-D hidden matrices and AdamW's 2 for the rest.
+    attention 'auto' is the fused kernel (no T x T matrix) except on CPU with dropout, where SDPA
+    falls back to its math path; 'flash' or 'math' forces one. DDP adds a gradient bucket copy.
+    """
+    if optimizer not in OPTIMIZERS:
+        raise UserError(f"unknown optimizer {optimizer!r}; use one of {', '.join(OPTIMIZERS)}")
+    if attention not in ("auto", "flash", "math"):
+        raise UserError(f"unknown attention {attention!r}; use auto, flash or math")
+    half = dtype in ("bfloat16", "float16")
+    prec = "16bit" if half else "float32"
+    d, tokens = n_embd, batch_size * block_size
+    p = param_counts(n_layer, n_embd, vocab_size, block_size, bias)["params"]
+    embed = vocab_size * d
+    hidden_matrices = n_layer * 12 * d * d  # c_attn, attention c_proj, c_fc, MLP c_proj
+    params = 4 * p + (2 * (hidden_matrices + embed) if half else 0)  # + autocast's 16-bit weight copies
+    grads = 4 * p + 4 * embed + (4 * p if ddp else 0)
+    if optimizer == "adamw":
+        opt = 8 * p
+    else:
+        opt = 4 * hidden_matrices + 8 * (p - hidden_matrices)
+    fused = device_type == "cuda"
+    opt += 0 if fused else 4 * max(embed, 4 * d * d)  # the unfused step's temporary
+    math_attn = attention == "math" or (attention == "auto" and device_type == "cpu" and dropout > 0)
+    per_layer = tokens * d * ACT_BYTES_PER_D[(prec, bool(compile))]
+    if math_attn:
+        per_layer += batch_size * n_head * block_size ** 2 * MATH_ATTN_BYTES[prec] + tokens * d * MATH_ATTN_BYTES_PER_D
+    if dropout > 0:
+        per_layer += 2 * tokens * d  # the two residual dropout masks, 1 byte per element
+    activations = int(n_layer * per_layer + tokens * d * 4 * 4)  # + embeddings and the final norm
+    logits = tokens * vocab_size * LOGIT_BYTES[(prec, bool(compile))]
+    overhead = OVERHEAD_BYTES.get(device_type, OVERHEAD_BYTES["cuda"])
+    parts = {"params": params, "grads": grads, "optimizer": opt, "activations": activations,
+             "logits": logits, "overhead": overhead}
+    parts["total"] = sum(parts.values())
+    return parts
+
+
+def memory_estimate_for_config(config, vocab_size, device_type):
+    """memory_estimate() of a resolved train.py config (dtype already resolved, not 'auto')."""
+    return memory_estimate(
+        config["n_layer"], config["n_head"], config["n_embd"], config["block_size"], vocab_size,
+        config["batch_size"], bias=config.get("bias", False), dtype=config.get("dtype", "float32"),
+        compile=config.get("compile", False), optimizer=config.get("optimizer", "adamw"),
+        dropout=config.get("dropout", 0.0), device_type=device_type,
+        ddp=config.get("ddp", False))
+
+
+def format_bytes(n):
+    return f"{n / GiB:.1f} GiB" if n >= GiB else f"{n / MiB:.0f} MiB"
+
+
+def memory_verdict(config, vocab_size, device_type, device_bytes):
+    """(fits, one-line message) for a config on a device with device_bytes of memory.
+
+    When it does not fit, the message names the fix: the largest smaller batch_size that fits with
+    more gradient_accumulation_steps, keeping the tokens per iteration exactly; else a smaller model."""
+    need = memory_estimate_for_config(config, vocab_size, device_type)["total"]
+    have = format_bytes(device_bytes)
+    if need <= device_bytes:
+        return True, f"needs about {format_bytes(need)} of {have}"
+    fix = memory_advice(config, vocab_size, device_type, device_bytes)
+    return False, f"needs about {format_bytes(need)} but the device has {have}; {fix}"
+
+
+def memory_advice(config, vocab_size, device_type, device_bytes):
+    """One line: a batch_size x gradient_accumulation_steps that keeps the tokens per iteration and
+    fits, else a smaller model (fewer layers, then a narrower one) at batch_size 1."""
+    b, g = config["batch_size"], config["gradient_accumulation_steps"]
+    sequences = b * g
+
+    def fits(**change):
+        return memory_estimate_for_config({**config, **change}, vocab_size, device_type)["total"] <= device_bytes
+    for nb in range(b - 1, 0, -1):
+        if sequences % nb == 0 and fits(batch_size=nb):
+            return (f"use --batch_size={nb} --gradient_accumulation_steps={sequences // nb} "
+                    f"(the same {sequences * config['block_size']:,} tokens per iteration)")
+    if config["n_layer"] > 1 and fits(batch_size=1, n_layer=1):
+        lo, hi = 1, config["n_layer"] - 1  # the most layers that fit (memory grows with n_layer): bisect
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if fits(batch_size=1, n_layer=mid) else (lo, mid - 1)
+        return f"use a smaller model: --n_layer={lo} --batch_size=1 --gradient_accumulation_steps={sequences}"
+    d, h = config["n_embd"], config["n_head"]
+    while d > h:
+        d = max(h, (d // 2) // h * h)
+        if fits(batch_size=1, n_layer=1, n_embd=d):
+            return (f"use a smaller model: --n_layer=1 --n_embd={d} --batch_size=1 "
+                    f"--gradient_accumulation_steps={sequences}")
+    return "even a 1-layer model at batch_size 1 does not fit; use a smaller block_size or vocabulary"

@@ -73,3 +73,65 @@ def test_read_dataset_meta_ok_and_bad(tmp_path):
     (tmp_path / "meta.json").unlink()
     with pytest.raises(UserError, match="preparation did not finish"):
         read_dataset_meta(str(tmp_path))
+
+
+# --- memory estimate (pure arithmetic; tests/test_memory.py checks it against measured peaks) ---
+import facts  # noqa: E402
+
+REF_4070 = dict(n_layer=12, n_head=12, n_embd=384, block_size=1024, batch_size=16, gradient_accumulation_steps=32,
+           dtype="float16", compile=True, dropout=0.1, bias=False)
+
+
+def test_memory_estimate_parts():
+    e = facts.memory_estimate(12, 12, 384, 1024, 50304, 16, dtype="float16", compile=True, device_type="cuda")
+    p = param_counts(12, 384, 50304, 1024)["params"]
+    embed, hidden = 50304 * 384, 12 * 12 * 384 * 384
+    assert e["params"] == 4 * p + 2 * (hidden + embed)   # fp32 master weights + autocast's 16-bit copies
+    assert e["grads"] == 4 * p + 4 * embed               # the tied embedding's two contributions
+    assert e["optimizer"] == 8 * p                       # fused AdamW on CUDA: no temporary
+    assert e["logits"] == 16 * 1024 * 50304 * 6
+    assert e["overhead"] == 600 * facts.MiB
+    assert e["total"] == sum(v for k, v in e.items() if k != "total")
+    muon = facts.memory_estimate(12, 12, 384, 1024, 50304, 16, dtype="float16", compile=True,
+                                 device_type="cuda", optimizer="muon")
+    assert e["optimizer"] - muon["optimizer"] == 4 * hidden  # one buffer, not two, for the hidden matrices
+    eager = facts.memory_estimate(12, 12, 384, 1024, 50304, 16, dtype="float16", device_type="cuda")
+    assert eager["activations"] > e["activations"] and eager["logits"] > e["logits"]
+    assert facts.memory_estimate(12, 12, 384, 1024, 50304, 16, device_type="cuda", ddp=True)["grads"] == 8 * p + 4 * embed
+
+
+def test_memory_estimate_math_attention_adds_the_t_squared_term():
+    flash = facts.memory_estimate(2, 4, 128, 256, 256, 8, device_type="cpu")
+    math_ = facts.memory_estimate(2, 4, 128, 256, 256, 8, device_type="cpu", attention="math")
+    expected = 2 * (8 * 4 * 256 ** 2 * facts.MATH_ATTN_BYTES["float32"] + 8 * 256 * 128 * facts.MATH_ATTN_BYTES_PER_D)
+    assert math_["activations"] - flash["activations"] == int(expected)
+    # CPU with dropout: SDPA's math path, as attention='math'
+    auto = facts.memory_estimate(2, 4, 128, 256, 256, 8, device_type="cpu", dropout=0.1)
+    assert auto["activations"] == facts.memory_estimate(2, 4, 128, 256, 256, 8, device_type="cpu", dropout=0.1,
+                                                        attention="math")["activations"]
+
+
+def test_memory_verdict_reference_config_on_a_12gb_card():
+    fits, msg = facts.memory_verdict(REF_4070, 50304, "cuda", 12 * facts.GiB)
+    assert fits and msg == "needs about 8.6 GiB of 12.0 GiB"
+    fits, msg = facts.memory_verdict({**REF_4070, "compile": False}, 50304, "cuda", 12 * facts.GiB)
+    assert not fits
+    assert msg == ("needs about 19.2 GiB but the device has 12.0 GiB; use --batch_size=8 "
+                   "--gradient_accumulation_steps=64 (the same 524,288 tokens per iteration)")
+
+
+def test_memory_advice_keeps_tokens_then_shrinks_the_model():
+    cfg = {**REF_4070, "batch_size": 12, "gradient_accumulation_steps": 40, "compile": False}
+    need_6 = facts.memory_estimate_for_config({**cfg, "batch_size": 6}, 50304, "cuda")["total"]
+    assert facts.memory_advice(cfg, 50304, "cuda", need_6) == \
+        "use --batch_size=6 --gradient_accumulation_steps=80 (the same 491,520 tokens per iteration)"
+    need_1 = facts.memory_estimate_for_config({**cfg, "batch_size": 1, "n_layer": 3}, 50304, "cuda")["total"]
+    assert facts.memory_advice(cfg, 50304, "cuda", need_1) == \
+        "use a smaller model: --n_layer=3 --batch_size=1 --gradient_accumulation_steps=480"
+
+
+def test_memory_estimate_refuses_unknown_options():
+    with pytest.raises(UserError, match="unknown optimizer 'sgd'; use one of adamw, muon"):
+        facts.memory_estimate(1, 1, 8, 8, 64, 1, optimizer="sgd")
+    with pytest.raises(UserError, match="unknown attention 'fast'; use auto, flash or math"):
+        facts.memory_estimate(1, 1, 8, 8, 64, 1, attention="fast")
