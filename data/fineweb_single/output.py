@@ -65,12 +65,16 @@ class DatasetWriter:
 
     def finish(self, meta):
         self.join_threads()  # the renames must come after the deletions
-        for split, f in self.files.items():
+        for f in self.files.values():
             f.flush()
             os.fsync(f.fileno())
             f.close()
+        # meta.json.tmp first: until meta.json exists, some *.tmp is always there, which tells an
+        # unfinished preparation from a nanoGPT folder (train.bin and val.bin, no meta.json)
+        write_json(self.path("meta.json.tmp"), meta)
+        for split in SPLITS:
             os.replace(self.path(f"{split}.bin.tmp"), self.path(f"{split}.bin"))
-        write_json_atomically(self.path("meta.json"), meta)
+        os.replace(self.path("meta.json.tmp"), self.path("meta.json"))
 
     def abort(self):
         self.join_threads()
@@ -78,6 +82,8 @@ class DatasetWriter:
             f.close()
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.path(f"{split}.bin.tmp"))
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path("meta.json.tmp"))
 
     def start(self, job, target, *args):
         self.threads[job] = threading.Thread(target=target, args=args, daemon=True)
@@ -91,13 +97,13 @@ class DatasetWriter:
             thread.join()
 
 
-def write_json_atomically(path, obj):
-    with open(path + ".tmp", "w") as f:
+def write_json(path, obj):
+    """obj as JSON at path, synced to disk (finish() renames it into place)."""
+    with open(path, "w") as f:
         json.dump(obj, f, indent=2)
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
-    os.replace(path + ".tmp", path)
 
 
 def token_dtype(n_vocab, choice="auto"):

@@ -128,7 +128,10 @@ def main(argv=None):
 
     # everything that can be wrong with the input is checked before any output is touched
     sources = [Source(path, args.text_column) for path in find_input_files(args.input)]
-    tok = load_tokenizer(args.tokenizer, args.bpe_file)
+    try:
+        tok = load_tokenizer(args.tokenizer, args.bpe_file)
+    except UserError as e:  # tokenizer.py names no flag: this script adds its own spelling
+        raise UserError(f"{e} (here: --bpe-file PATH, or --tokenizer byte)")
     dtype = token_dtype(tok.n_vocab, args.dtype)
     request = {"files": [[os.path.basename(s.path), s.size] for s in sources],
                "text_column": args.text_column, "tokenizer": tok.name, "dtype": str(dtype), "dedup": args.dedup,
