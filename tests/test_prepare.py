@@ -609,3 +609,83 @@ def test_writer_syncs_as_it_writes_and_deletes_the_replaced_dataset_before_renam
     writer.discard_replaced()
     writer.abort()
     assert sorted(os.listdir(tmp_path)) == ["meta.json"]
+
+
+# -----------------------------------------------------------------------------
+# a full disk: one line, nothing left behind, an existing dataset untouched
+
+FILE_SIZE_LIMITED = """
+import resource, signal, sys
+sys.path.insert(0, {root!r})
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails (EFBIG), as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+from errors import exit_on_user_error
+from data.fineweb_single import prepare
+exit_on_user_error(lambda: prepare.main({argv!r}))
+"""
+
+
+def test_a_file_size_limit_mid_write_is_one_line_and_leaves_no_dataset(fixture_parquet, tmp_path):
+    full = run(fixture_parquet, tmp_path / "full", "--batch-rows", "16")
+    out = tmp_path / "out"
+    argv = ["--input", fixture_parquet, "--out-dir", str(out), "--tokenizer", "byte", "--workers", "0",
+            "--val-fraction", "0.2", "--batch-rows", "16"]
+    limit = full["train_tokens"]  # bytes: half of train.bin's 2 bytes per token
+    p = subprocess.run([sys.executable, "-c", FILE_SIZE_LIMITED.format(root=ROOT, limit=limit, argv=argv)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    lines = [line for line in p.stderr.splitlines() if line.strip() and not line.startswith("tokenizing")]
+    assert "Traceback" not in p.stderr and len(lines) == 1, p.stderr
+    assert re.fullmatch(rf"error: writing {re.escape(str(out))}/train.bin.tmp failed \(File too large\) after "
+                        r"[\d.]+ kB: the dataset needs about ([\d.]+) kB and [\d,.]+ [kMG]B is free; free some "
+                        r"space or give another --out-dir \(nothing was kept\)", lines[0]), lines[0]
+    needed = float(re.search(r"needs about ([\d.]+) kB", lines[0]).group(1)) * 1e3
+    actual = 2 * (full["train_tokens"] + full["val_tokens"])
+    assert 0.7 * actual < needed < 1.3 * actual  # extrapolated from the share of the input read
+    assert os.listdir(out) == []  # no meta.json, no temporaries
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """mount(size) -> a tmpfs of that many bytes inside tmp_path (root only)."""
+    mounts = []
+
+    def mount(size):
+        point = tmp_path / f"fs{len(mounts)}"
+        point.mkdir()
+        p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({p.stderr.strip() or p.returncode}); "
+                        f"the file-size-limit test covers the write path")
+        mounts.append(point)
+        return point
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root; the file-size-limit test covers the write path")
+    yield mount
+    for point in mounts:
+        subprocess.run(["umount", str(point)], check=False)
+
+
+def test_a_full_filesystem_is_one_line_and_an_existing_dataset_stays(fixture_parquet, tmp_path, small_filesystem):
+    full = run(fixture_parquet, tmp_path / "full", "--batch-rows", "16")
+    actual = 2 * (full["train_tokens"] + full["val_tokens"])
+    least = 2 * os.path.getsize(fixture_parquet)  # output.least_output_bytes for byte tokens of a parquet
+    assert least < actual  # the text is larger than its compressed parquet
+    # room for the lower-bound estimate but not for the dataset: the disk fills while writing
+    fs = small_filesystem((least + actual) // 2 // 4096 * 4096)
+    with pytest.raises(UserError, match=r"writing .*\.bin\.tmp failed \(No space left on device\) after .* "
+                                        r"the dataset needs about") as info:
+        run(fixture_parquet, fs / "out", "--batch-rows", "16")
+    assert "\n" not in str(info.value) and os.listdir(fs / "out") == []
+    # too small even by the estimate: refused before anything is touched, the old dataset kept
+    fs = small_filesystem(least // 2 // 4096 * 4096)
+    small_text = tmp_path / "small.txt"
+    small_text.write_text("".join(f"document {i}, a few words\n<|endoftext|>\n" for i in range(50)))
+    run(str(small_text), fs / "data", val_fraction="0.5")
+    before = {name: (fs / "data" / name).read_bytes() for name in os.listdir(fs / "data")}
+    with pytest.raises(UserError, match=rf"{re.escape(str(fs / 'data'))} has [\d.]+ kB free \(\+[\d.]+ kB of the "
+                                        r"dataset replaced\) but the dataset needs at least [\d.]+ kB; free some "
+                                        r"space or give another --out-dir"):
+        run(fixture_parquet, fs / "data", "--force")
+    assert {name: (fs / "data" / name).read_bytes() for name in os.listdir(fs / "data")} == before

@@ -43,7 +43,8 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from data.fineweb_single import demo_corpus  # noqa: E402
-from data.fineweb_single.output import DatasetWriter, check_out_dir, dataset_meta, token_dtype  # noqa: E402
+from data.fineweb_single.output import (  # noqa: E402
+    DatasetWriter, check_free_space, check_out_dir, dataset_meta, least_output_bytes, token_dtype)
 from data.fineweb_single.sources import FileHasher, Source, batch_part, find_input_files  # noqa: E402
 from data.fineweb_single.tokenize_worker import (  # noqa: E402
     TokenSlots, hash_batch, init_worker, keep_freed_memory, tokenize_batch)
@@ -143,7 +144,10 @@ def main(argv=None):
             return
         raise UserError(f"{args.out_dir} holds a dataset prepared from other input or settings; "
                         f"pass --force to replace it, or --out-dir to write elsewhere")
-    # before the old dataset is touched: a --val-docs too large for the input fails here
+    # before the old dataset is touched: too little space, or a --val-docs too large for the input
+    replaced = sum(os.path.getsize(p) for p in (os.path.join(args.out_dir, f"{split}.bin") for split in ("train", "val"))
+                   if os.path.isfile(p))
+    check_free_space(args.out_dir, least_output_bytes(sources, tok.name, dtype), replaced)
     if args.val_docs is not None:
         threshold = val_docs_threshold(sources, args.val_docs, workers=args.workers, tokenizer_info=tok.info(),
                                        bpe_file=args.bpe_file, batch_rows=args.batch_rows)
@@ -284,7 +288,7 @@ def prepare(sources, tok, out_dir, *, dtype, workers, val_threshold, bpe_file=No
             slots = TokenSlots(tasks_in_flight(workers), dtype)
     if slots:
         tasks = ((*task, i % slots.count) for i, task in enumerate(tasks))  # task i's slot
-    writer = DatasetWriter(out_dir)
+    writer = DatasetWriter(out_dir, least_bytes=least_output_bytes(sources, tok.name, dtype))
     start = time.perf_counter()
     try:
         with slots.shared() if slots else contextlib.nullcontext(), \
@@ -296,9 +300,10 @@ def prepare(sources, tok, out_dir, *, dtype, workers, val_threshold, bpe_file=No
             with tqdm(total=total_rows, unit="doc", unit_scale=True, desc="tokenizing",
                       smoothing=0.05, mininterval=0.5) as bar:
                 for n_rows, result in ordered_results(pool, tasks, workers):
+                    read = read_upto.popleft()
+                    writer.input_share = read / max(input_bytes, 1)  # for the estimate if a write fails
                     write_batch(result, slots, seen, dedup, val_below, writer, counts)
                     counts.rows += n_rows
-                    read = read_upto.popleft()
                     if total_rows is None and read:
                         bar.total = max(counts.rows, round(counts.rows * input_bytes / read))
                     bar.update(n_rows)
