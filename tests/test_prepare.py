@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import tokenizer
-from data.fineweb_single import output, prepare, sources, tokenize_worker
+from data.fineweb_single import output, prepare, sources, speedups, tokenize_worker
 from errors import UserError
 from facts import read_dataset_meta
 from prepare_fixtures import FIXTURE_SPECIALS, fixture_texts, write_fineweb_parquet
@@ -133,8 +133,8 @@ def test_forked_workers_return_tokens_through_shared_slots(fixture_parquet, tmp_
     # each batch's tokens come back in a slot of shared memory, not pickled; many more batches
     # than slots (5 for 2 workers), so a slot reused too early would corrupt the output
     returned = []
-    real_get = tokenize_worker.TokenSlots.get
-    monkeypatch.setattr(tokenize_worker.TokenSlots, "get",
+    real_get = speedups.TokenSlots.get
+    monkeypatch.setattr(speedups.TokenSlots, "get",
                         lambda self, tokens: returned.append(type(tokens)) or real_get(self, tokens))
     expected = {}
     for dtype in ("uint16", "uint32"):
@@ -144,10 +144,10 @@ def test_forked_workers_return_tokens_through_shared_slots(fixture_parquet, tmp_
 
     def prepared(name, slot_bytes, dtype="uint16"):
         returned.clear()
-        monkeypatch.setattr(tokenize_worker.TokenSlots, "slot_bytes", slot_bytes)
+        monkeypatch.setattr(speedups.TokenSlots, "slot_bytes", slot_bytes)
         run(fixture_parquet, tmp_path / name, "--batch-rows", "5", "--dtype", dtype, workers=2)
         assert [(tmp_path / name / f"{s}.bin").read_bytes() for s in ("train", "val")] == expected[dtype]
-        assert tokenize_worker._token_slots is None  # not left shared for later forks
+        assert speedups._token_slots is None  # not left shared for later forks
         return collections.Counter(t.__name__ for t in returned)
 
     assert prepared("slots", 8 << 20) == {"InSlot": 54}
@@ -158,7 +158,7 @@ def test_forked_workers_return_tokens_through_shared_slots(fixture_parquet, tmp_
 
     def no_shared_memory(*args, **kwargs):
         raise OSError(12, "Cannot allocate memory")
-    monkeypatch.setattr(tokenize_worker.mmap, "mmap", no_shared_memory)
+    monkeypatch.setattr(speedups.mmap, "mmap", no_shared_memory)
     assert prepared("no_slots", 8 << 20) == {}  # all pickled, the same output
 
 
@@ -555,21 +555,53 @@ def test_workers_keep_freed_memory_for_reuse_under_glibc(monkeypatch):
     # prepare.py sets glibc's malloc to reuse freed batch buffers (fewer page faults); on
     # other C libraries the call is a no-op that says so
     glibc = platform.libc_ver()[0] == "glibc"
-    assert tokenize_worker.keep_freed_memory() is glibc
+    assert speedups.tune_allocator() is glibc
     assert (pa.default_memory_pool().backend_name == "system") is glibc  # Arrow's reads reuse it too
 
     # elsewhere it changes nothing and says so: no mallopt (macOS), no CDLL(None) (Windows)
     for libc in (lambda name: object(), lambda name: (_ for _ in ()).throw(TypeError("expected str"))):
-        monkeypatch.setattr(tokenize_worker.ctypes, "CDLL", libc)
-        monkeypatch.setattr(tokenize_worker.pa, "set_memory_pool", lambda pool: pytest.fail("pool changed"))
-        assert tokenize_worker.keep_freed_memory() is False
+        monkeypatch.setattr(speedups.ctypes, "CDLL", libc)
+        monkeypatch.setattr(speedups.pa, "set_memory_pool", lambda pool: pytest.fail("pool changed"))
+        assert speedups.tune_allocator() is False
 
 
-def test_worker_processes_freeze_what_they_inherit():
+def test_worker_processes_freeze_what_they_inherit(monkeypatch):
     # a worker's garbage collections skip the tokenizer and modules inherited from the main process
     with prepare.worker_pool(1, "byte", None) as pool:
         assert pool.submit(gc.get_freeze_count).result() > 10_000
     assert gc.get_freeze_count() == 0  # not this process
+    monkeypatch.setattr(speedups, "ON", False)
+    with prepare.worker_pool(1, "byte", None) as pool:
+        assert pool.submit(gc.get_freeze_count).result() == 0
+
+
+PLAIN_CHILD = """
+import os, sys
+sys.path.insert(0, {root!r})
+from data.fineweb_single import speedups, prepare
+prepare.main({argv!r})
+print("tricks", speedups.ON, "tail_splits", speedups.tail_splits(2), "allocator", speedups.tune_allocator(),
+      "slots", speedups.token_slots(5, "uint16", forked=True) is not None)
+"""
+
+
+@pytest.mark.parametrize("plain", ["--plain", "PREPARE_PLAIN=1"])
+def test_the_plain_pipeline_writes_the_same_bytes_without_any_speed_trick(fixture_parquet, tmp_path, plain):
+    """--plain and PREPARE_PLAIN=1 switch every trick of speedups.py off; the output is the same."""
+    def prepared(name, *extra, env=None):
+        argv = ["--input", fixture_parquet, "--out-dir", str(tmp_path / name), "--tokenizer", "byte",
+                "--workers", "2", "--val-fraction", "0.2", "--batch-rows", "16", *extra]
+        p = subprocess.run([sys.executable, "-c", PLAIN_CHILD.format(root=ROOT, argv=argv)], capture_output=True,
+                           text=True, timeout=120, env=dict(os.environ, **(env or {})))
+        assert p.returncode == 0, p.stderr
+        return [(tmp_path / name / f"{s}.bin").read_bytes() for s in ("train", "val")], p.stdout.splitlines()[-1]
+
+    fast, tricks = prepared("fast")
+    slow, none = (prepared("plain", "--plain") if plain == "--plain" else
+                  prepared("plain", env={"PREPARE_PLAIN": "1"}))
+    assert fast == slow and len(fast[0]) > 10_000
+    assert tricks == f"tricks True tail_splits 2 allocator {platform.libc_ver()[0] == 'glibc'} slots True"
+    assert none == "tricks False tail_splits 0 allocator False slots False"
 
 
 def test_writer_syncs_as_it_writes_and_deletes_the_replaced_dataset_before_renaming(tmp_path, monkeypatch):
