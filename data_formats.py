@@ -9,7 +9,7 @@ plus the facts the run record and diagnose need (tokenizer, dtype, token counts)
 - llm.c / modded-nanogpt shards: *_train_*.bin and *_val_*.bin in a folder (or a glob), each a
   header of 256 int32 (magic 20240520, version 1, token count) then the uint16 GPT-2 tokens.
 
-The token counts always come from the files themselves.
+The token counts always come from the files themselves. Torch-free (diagnose may read it).
 """
 import glob
 import io
@@ -20,8 +20,8 @@ from collections import namedtuple
 import numpy as np
 
 import facts
-from dataloader import ShardedTokens, TokenFile
 from errors import UserError
+from token_files import ShardedTokens, TokenFile
 
 SHARD_MAGIC = 20240520    # llm.c's dev/data/data_common.py, GPT-2 tokens
 SHARD_VERSION = 1

@@ -12,77 +12,18 @@ stream (windows consumed) is the loader's whole state, saved in the checkpoint.
 sampling='random': nanoGPT's i.i.d. random offsets, drawn from a generator
 seeded by (seed, position), so they too replay exactly on resume.
 
-Files are opened once and read with pread (no per-batch re-mapping and no
-growing resident memory from a mapping); the next micro-batch is read in a
-background thread while the current one runs.
+Files are opened once and read with pread (token_files.py); the next micro-batch
+is read in a background thread while the current one runs.
 """
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
+from token_files import ShardedTokens, TokenFile  # noqa: F401  (the files this reads; imported from here too)
+
 SAMPLING = ("epoch", "random")
-
-
-class TokenFile:
-    """A .bin file of token ids, opened once; the tokens may start after a header of `offset` bytes."""
-
-    def __init__(self, path, dtype, offset=0, num_tokens=None):
-        self.path = path
-        self.dtype = np.dtype(dtype).newbyteorder("<")
-        self.offset = offset
-        size = (os.path.getsize(path) - offset) // self.dtype.itemsize
-        self.num_tokens = size if num_tokens is None else num_tokens
-        self._fd = os.open(path, os.O_RDONLY)
-        self._memmap = None if hasattr(os, "pread") else np.memmap(
-            path, dtype=self.dtype, mode="r", offset=offset, shape=(self.num_tokens,))
-
-    def read(self, start, length):
-        if self._memmap is not None:
-            return np.array(self._memmap[start:start + length])
-        nbytes = length * self.dtype.itemsize
-        buf = os.pread(self._fd, nbytes, self.offset + start * self.dtype.itemsize)
-        assert len(buf) == nbytes, f"short read from {self.path}"
-        return np.frombuffer(buf, dtype=self.dtype)
-
-    def rows(self, starts, length):
-        """int64 array (len(starts), length) of the windows starting at starts."""
-        return np.stack([self.read(int(s), length) for s in starts]).astype(np.int64)
-
-    def close(self):
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-class ShardedTokens:
-    """Several TokenFiles (llm.c's shards) read as one stream of tokens, in order: a window may
-    run across two shards. Each shard is read where it lies; none is loaded whole."""
-
-    def __init__(self, files):
-        self.files = list(files)
-        self.path = ", ".join(f.path for f in self.files)
-        self.dtype = self.files[0].dtype
-        self.starts = np.cumsum([0] + [f.num_tokens for f in self.files])  # first token of each shard
-        self.num_tokens = int(self.starts[-1])
-
-    def read(self, start, length):
-        pieces, end = [], start + length
-        i = int(np.searchsorted(self.starts, start, side="right")) - 1
-        while start < end:
-            f, first = self.files[i], int(self.starts[i])
-            take = min(end, first + f.num_tokens) - start
-            pieces.append(f.read(start - first, take))
-            start, i = start + take, i + 1
-        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
-
-    rows = TokenFile.rows
-
-    def close(self):
-        for f in self.files:
-            f.close()
 
 
 def num_windows(num_tokens, block_size):

@@ -1,6 +1,8 @@
 """The three dataset layouts data_formats.open_dataset reads: ours, nanoGPT's folders, llm.c's shards."""
 import os
 import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -230,3 +232,11 @@ def test_our_own_folder_is_still_read_from_meta_json(tmp_path):
     ds = open_dataset(str(tmp_path))
     assert ds.note is None and ds.meta == dict(meta, format="prepare.py")
     assert np.array_equal(ds.train.read(95, 5), np.arange(95, 100))
+
+
+def test_opening_a_dataset_needs_no_torch():
+    """diagnose/ never imports torch: the dataset facts must be readable without it."""
+    code = "import sys, data_formats; assert 'torch' not in sys.modules, 'torch imported'"
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
