@@ -11,7 +11,7 @@ import torch
 from data_formats import dataset_location, open_dataset, read_meta_pkl
 from dataloader import TokenFile, TrainLoader, fixed_windows
 from errors import UserError
-from tokenizer import load_tokenizer, prompt_ids
+from tokenizer import CharTokenizer, load_tokenizer, prompt_ids
 
 TEXT = "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n" * 20
 
@@ -74,6 +74,8 @@ def test_prompt_ids_start_a_document_for_every_tokenizer(tmp_path):
     assert prompt_ids(byte, "hi") == ([256, 104, 105], 1)  # after an end-of-text token, not printed
     assert prompt_ids(char, "All") == (char.encode("All"), 0)
     assert prompt_ids(char, "") == ([char.stoi["\n"]], 1)  # nanoGPT's sample.py starts from "\n"
+    assert prompt_ids(CharTokenizer(["a", "b", "\n"]), "") == ([2], 1)
+    assert prompt_ids(CharTokenizer(["a", "b"]), "") == ([0], 1)  # no newline: the first character
 
 
 class WritesAFile:
@@ -202,6 +204,7 @@ def test_loader_over_shards_is_the_loader_over_their_concatenation(tmp_path):
     (dict(magic=20240521), r"fineweb_val_000000.bin starts with 20240521, not the llm.c shard magic 20240520"),
     (dict(version=7), r"fineweb_val_000000.bin is llm.c shard version 7, not 1"),
     (dict(count=301), r"fineweb_val_000000.bin is 1624 bytes but its header says 301 tokens \(1626 bytes\)"),
+    (dict(count=299), r"fineweb_val_000000.bin is 1624 bytes but its header says 299 tokens \(1622 bytes\)"),
     ("short", r"fineweb_val_000000.bin is 100 bytes, shorter than an llm.c shard's 1024-byte header"),
 ])
 def test_a_bad_shard_header_is_one_line_naming_the_file(tmp_path, damage, message):
