@@ -51,7 +51,9 @@ def open_dataset(location):
     """Dataset(train, val, meta, note) of the folder or glob `location`, whichever layout it has."""
     if any(c in location for c in GLOB_CHARS) or location.endswith(".bin"):
         return open_shards(location, sorted(glob.glob(location)))
-    has = (lambda name: os.path.isfile(os.path.join(location, name)))
+    def has(name):
+        return os.path.isfile(os.path.join(location, name))
+
     if has("meta.json") or not os.path.isdir(location):
         return open_prepared(location)
     unfinished = [n for n in PREPARE_TEMPORARIES if has(n)]

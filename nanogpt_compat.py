@@ -57,8 +57,10 @@ def convert(ckpt, path, tokenizer=None, data_dir=None):
                         f"{tokenizer['vocab_size']} tokens; give the dataset it was trained on")
     model_args["token_vocab_size"] = tokenizer["vocab_size"]
     iter_num = int(ckpt["iter_num"])
-    batch_size, block_size = int(config.get("batch_size", 12)), model_args["block_size"]
-    grad_accum = int(config.get("gradient_accumulation_steps", 1))  # nanoGPT's global count, as ours
+    # nanoGPT's config has every key (the defaults are its train.py's); its gradient_accumulation_steps
+    # is the count over all ranks, as ours
+    batch_size, grad_accum = int(config.get("batch_size", 12)), int(config.get("gradient_accumulation_steps", 40))
+    block_size = model_args["block_size"]
     best = ckpt.get("best_val_loss")
     ours = {
         "model": {k: v for k, v in checkpoint.clean_state_dict(ckpt["model"]).items() if not CAUSAL_MASK.search(k)},
