@@ -1,5 +1,6 @@
 """
-Batches of (x, y) token windows from a dataset's train.bin / val.bin.
+Batches of (x, y) token windows from a dataset's train.bin / val.bin, or from a
+series of llm.c shards read as one stream (ShardedTokens; data_formats.py opens both).
 
 sampling='epoch' (default): the file is cut into non-overlapping windows of
 block_size + 1 tokens; each epoch visits every window once, in a permutation
@@ -11,46 +12,18 @@ stream (windows consumed) is the loader's whole state, saved in the checkpoint.
 sampling='random': nanoGPT's i.i.d. random offsets, drawn from a generator
 seeded by (seed, position), so they too replay exactly on resume.
 
-Files are opened once and read with pread (no per-batch re-mapping and no
-growing resident memory from a mapping); the next micro-batch is read in a
-background thread while the current one runs.
+Files are opened once and read with pread (token_files.py); the next micro-batch
+is read in a background thread while the current one runs.
 """
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
+from token_files import ShardedTokens, TokenFile  # noqa: F401  (the files this reads; imported from here too)
+
 SAMPLING = ("epoch", "random")
-
-
-class TokenFile:
-    """A .bin file of token ids, opened once."""
-
-    def __init__(self, path, dtype):
-        self.path = path
-        self.dtype = np.dtype(dtype).newbyteorder("<")
-        self.num_tokens = os.path.getsize(path) // self.dtype.itemsize
-        self._fd = os.open(path, os.O_RDONLY)
-        self._memmap = None if hasattr(os, "pread") else np.memmap(path, dtype=self.dtype, mode="r")
-
-    def read(self, start, length):
-        if self._memmap is not None:
-            return np.array(self._memmap[start:start + length])
-        nbytes = length * self.dtype.itemsize
-        buf = os.pread(self._fd, nbytes, start * self.dtype.itemsize)
-        assert len(buf) == nbytes, f"short read from {self.path}"
-        return np.frombuffer(buf, dtype=self.dtype)
-
-    def rows(self, starts, length):
-        """int64 array (len(starts), length) of the windows starting at starts."""
-        return np.stack([self.read(int(s), length) for s in starts]).astype(np.int64)
-
-    def close(self):
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
 
 def num_windows(num_tokens, block_size):

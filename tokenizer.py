@@ -3,8 +3,10 @@ The tokenizers a dataset can be prepared with, by the name stored in its meta.js
 
 - gpt2: tiktoken's GPT-2 BPE (50257 tokens, end-of-text 50256; the same ranks as r50k_base).
 - byte: the 256 byte values of the UTF-8 text plus an end-of-text token 256; needs no file.
+- char: a character vocabulary (nanoGPT's meta.pkl: itos), stored in the info itself; it has
+  no end-of-text token.
 
-GPT-2's ranks file is found, in this order, at --bpe-file PATH, in tiktoken's cache folders
+GPT-2's ranks file is found, in this order, at the path a program is given, in tiktoken's cache folders
 (TIKTOKEN_CACHE_DIR, DATA_GYM_CACHE_DIR, $TMPDIR/data-gym-cache, ~/.cache/tiktoken, where
 .ci/seed_tiktoken.sh puts it), or downloaded by tiktoken when its host can be reached. The
 reachability check comes first because tiktoken's own download has no timeout and can hang
@@ -42,7 +44,7 @@ GPT2_EOT = 50256
 GPT2_HOW_TO_GET = ("run .ci/seed_tiktoken.sh (fetches it from PyPI into ~/.cache/tiktoken), "
                    "or give the path of a local gpt2.tiktoken or r50k_base.tiktoken file")
 
-TOKENIZERS = ("gpt2", "byte")
+TOKENIZERS = ("gpt2", "byte")  # what prepare.py can write; "char" comes only from nanoGPT's meta.pkl
 
 
 class GPT2RanksError(UserError):
@@ -81,6 +83,56 @@ class ByteTokenizer:
         return tokenizer_info(self)
 
 
+class CharTokenizer:
+    """A character vocabulary: id i is the string itos[i] (nanoGPT's shakespeare_char)."""
+    name = "char"
+    eot_token = None
+
+    def __init__(self, itos):
+        self.itos = list(itos)
+        self.n_vocab = len(self.itos)
+        self.stoi = {s: i for i, s in enumerate(self.itos)}
+        self._longest = max(map(len, self.itos), default=1)
+
+    def encode(self, text):
+        if self._longest == 1:
+            missing = sorted(set(text) - self.stoi.keys())
+            if missing:
+                raise UserError(f"the text has characters the dataset's vocabulary lacks "
+                                f"({', '.join(map(repr, missing[:5]))}); use only characters of the training text")
+            return [self.stoi[c] for c in text]
+        return self._encode_longest_first(text)
+
+    def _encode_longest_first(self, text):
+        """For vocabularies of multi-character strings: the longest entry that matches, in turn."""
+        ids, i = [], 0
+        while i < len(text):
+            for n in range(min(self._longest, len(text) - i), 0, -1):
+                if text[i:i + n] in self.stoi:
+                    ids.append(self.stoi[text[i:i + n]])
+                    i += n
+                    break
+            else:
+                raise UserError(f"the text has a character the dataset's vocabulary lacks ({text[i]!r}); "
+                                f"use only characters of the training text")
+        return ids
+
+    def encode_to_numpy(self, text):
+        return np.asarray(self.encode(text), dtype=np.uint32)
+
+    encode_to_buffer = encode_to_numpy
+
+    def decode(self, ids):
+        ids = [int(i) for i in np.asarray(ids).ravel()]
+        bad = [i for i in ids if not 0 <= i < self.n_vocab]
+        if bad:
+            raise ValueError(f"character ids are 0..{self.n_vocab - 1}, not {bad[0]}")
+        return "".join(self.itos[i] for i in ids)
+
+    def info(self):
+        return {**tokenizer_info(self), "itos": list(self.itos)}
+
+
 class TiktokenTokenizer:
     """A tiktoken Encoding with the interface of this repository (ordinary encoding, no specials)."""
 
@@ -116,7 +168,18 @@ class TiktokenTokenizer:
 def tokenizer_info(tok):
     """What meta.json stores about the tokenizer."""
     return {"name": tok.name, "vocab_size": tok.n_vocab, "eot_token": tok.eot_token,
-            "eot_position": "prepend"}
+            "eot_position": "prepend" if tok.eot_token is not None else None}
+
+
+def prompt_ids(tok, prompt):
+    """(ids, skip): the ids a sample starts from and how many of them not to print. A document
+    starts after an end-of-text token, as in the training data. A character vocabulary has none:
+    an empty prompt then starts from a newline, as nanoGPT's sample.py does (or from id 0)."""
+    if tok.eot_token is not None:
+        return [tok.eot_token] + tok.encode(prompt), 1
+    if prompt:
+        return tok.encode(prompt), 0
+    return [getattr(tok, "stoi", {}).get("\n", 0)], 1
 
 
 def load_tokenizer(info, bpe_file=None):
@@ -124,15 +187,20 @@ def load_tokenizer(info, bpe_file=None):
     name = info.get("name") if isinstance(info, dict) else info
     if name == "byte":
         tok = ByteTokenizer()
+    elif name == "char":
+        if not isinstance(info, dict) or not isinstance(info.get("itos"), list):
+            raise UserError("a character tokenizer needs its vocabulary (itos), which this record lacks; "
+                            "use the dataset's meta.pkl")
+        tok = CharTokenizer(info["itos"])
     elif name == "gpt2":
         tok = TiktokenTokenizer("gpt2", gpt2_encoding(bpe_file))
     else:
-        raise UserError(f"unknown tokenizer {name!r}; use one of {', '.join(TOKENIZERS)}")
+        raise UserError(f"unknown tokenizer {name!r}; use one of {', '.join(TOKENIZERS + ('char',))}")
     if isinstance(info, dict):
         for key in ("vocab_size", "eot_token"):
             if key in info and info[key] != tokenizer_info(tok)[key]:
                 raise UserError(f"meta.json says tokenizer {name} has {key} {info[key]}, but it has "
-                                f"{tokenizer_info(tok)[key]}; prepare the dataset again with --force")
+                                f"{tokenizer_info(tok)[key]}; prepare the dataset again")
     return tok
 
 

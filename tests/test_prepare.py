@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import tokenizer
-from data.fineweb_single import output, prepare, sources, tokenize_worker
+from data.fineweb_single import output, prepare, sources, speedups, tokenize_worker
 from errors import UserError
 from facts import read_dataset_meta
 from prepare_fixtures import FIXTURE_SPECIALS, fixture_texts, write_fineweb_parquet
@@ -133,8 +133,8 @@ def test_forked_workers_return_tokens_through_shared_slots(fixture_parquet, tmp_
     # each batch's tokens come back in a slot of shared memory, not pickled; many more batches
     # than slots (5 for 2 workers), so a slot reused too early would corrupt the output
     returned = []
-    real_get = tokenize_worker.TokenSlots.get
-    monkeypatch.setattr(tokenize_worker.TokenSlots, "get",
+    real_get = speedups.TokenSlots.get
+    monkeypatch.setattr(speedups.TokenSlots, "get",
                         lambda self, tokens: returned.append(type(tokens)) or real_get(self, tokens))
     expected = {}
     for dtype in ("uint16", "uint32"):
@@ -144,10 +144,10 @@ def test_forked_workers_return_tokens_through_shared_slots(fixture_parquet, tmp_
 
     def prepared(name, slot_bytes, dtype="uint16"):
         returned.clear()
-        monkeypatch.setattr(tokenize_worker.TokenSlots, "slot_bytes", slot_bytes)
+        monkeypatch.setattr(speedups.TokenSlots, "slot_bytes", slot_bytes)
         run(fixture_parquet, tmp_path / name, "--batch-rows", "5", "--dtype", dtype, workers=2)
         assert [(tmp_path / name / f"{s}.bin").read_bytes() for s in ("train", "val")] == expected[dtype]
-        assert tokenize_worker._token_slots is None  # not left shared for later forks
+        assert speedups._token_slots is None  # not left shared for later forks
         return collections.Counter(t.__name__ for t in returned)
 
     assert prepared("slots", 8 << 20) == {"InSlot": 54}
@@ -158,7 +158,7 @@ def test_forked_workers_return_tokens_through_shared_slots(fixture_parquet, tmp_
 
     def no_shared_memory(*args, **kwargs):
         raise OSError(12, "Cannot allocate memory")
-    monkeypatch.setattr(tokenize_worker.mmap, "mmap", no_shared_memory)
+    monkeypatch.setattr(speedups.mmap, "mmap", no_shared_memory)
     assert prepared("no_slots", 8 << 20) == {}  # all pickled, the same output
 
 
@@ -555,21 +555,53 @@ def test_workers_keep_freed_memory_for_reuse_under_glibc(monkeypatch):
     # prepare.py sets glibc's malloc to reuse freed batch buffers (fewer page faults); on
     # other C libraries the call is a no-op that says so
     glibc = platform.libc_ver()[0] == "glibc"
-    assert tokenize_worker.keep_freed_memory() is glibc
+    assert speedups.tune_allocator() is glibc
     assert (pa.default_memory_pool().backend_name == "system") is glibc  # Arrow's reads reuse it too
 
     # elsewhere it changes nothing and says so: no mallopt (macOS), no CDLL(None) (Windows)
     for libc in (lambda name: object(), lambda name: (_ for _ in ()).throw(TypeError("expected str"))):
-        monkeypatch.setattr(tokenize_worker.ctypes, "CDLL", libc)
-        monkeypatch.setattr(tokenize_worker.pa, "set_memory_pool", lambda pool: pytest.fail("pool changed"))
-        assert tokenize_worker.keep_freed_memory() is False
+        monkeypatch.setattr(speedups.ctypes, "CDLL", libc)
+        monkeypatch.setattr(speedups.pa, "set_memory_pool", lambda pool: pytest.fail("pool changed"))
+        assert speedups.tune_allocator() is False
 
 
-def test_worker_processes_freeze_what_they_inherit():
+def test_worker_processes_freeze_what_they_inherit(monkeypatch):
     # a worker's garbage collections skip the tokenizer and modules inherited from the main process
     with prepare.worker_pool(1, "byte", None) as pool:
         assert pool.submit(gc.get_freeze_count).result() > 10_000
     assert gc.get_freeze_count() == 0  # not this process
+    monkeypatch.setattr(speedups, "ON", False)
+    with prepare.worker_pool(1, "byte", None) as pool:
+        assert pool.submit(gc.get_freeze_count).result() == 0
+
+
+PLAIN_CHILD = """
+import os, sys
+sys.path.insert(0, {root!r})
+from data.fineweb_single import speedups, prepare
+prepare.main({argv!r})
+print("tricks", speedups.ON, "tail_splits", speedups.tail_splits(2), "allocator", speedups.tune_allocator(),
+      "slots", speedups.token_slots(5, "uint16", forked=True) is not None)
+"""
+
+
+@pytest.mark.parametrize("plain", ["--plain", "PREPARE_PLAIN=1"])
+def test_the_plain_pipeline_writes_the_same_bytes_without_any_speed_trick(fixture_parquet, tmp_path, plain):
+    """--plain and PREPARE_PLAIN=1 switch every trick of speedups.py off; the output is the same."""
+    def prepared(name, *extra, env=None):
+        argv = ["--input", fixture_parquet, "--out-dir", str(tmp_path / name), "--tokenizer", "byte",
+                "--workers", "2", "--val-fraction", "0.2", "--batch-rows", "16", *extra]
+        p = subprocess.run([sys.executable, "-c", PLAIN_CHILD.format(root=ROOT, argv=argv)], capture_output=True,
+                           text=True, timeout=120, env=dict(os.environ, **(env or {})))
+        assert p.returncode == 0, p.stderr
+        return [(tmp_path / name / f"{s}.bin").read_bytes() for s in ("train", "val")], p.stdout.splitlines()[-1]
+
+    fast, tricks = prepared("fast")
+    slow, none = (prepared("plain", "--plain") if plain == "--plain" else
+                  prepared("plain", env={"PREPARE_PLAIN": "1"}))
+    assert fast == slow and len(fast[0]) > 10_000
+    assert tricks == f"tricks True tail_splits 2 allocator {platform.libc_ver()[0] == 'glibc'} slots True"
+    assert none == "tricks False tail_splits 0 allocator False slots False"
 
 
 def test_writer_syncs_as_it_writes_and_deletes_the_replaced_dataset_before_renaming(tmp_path, monkeypatch):
@@ -609,3 +641,83 @@ def test_writer_syncs_as_it_writes_and_deletes_the_replaced_dataset_before_renam
     writer.discard_replaced()
     writer.abort()
     assert sorted(os.listdir(tmp_path)) == ["meta.json"]
+
+
+# -----------------------------------------------------------------------------
+# a full disk: one line, nothing left behind, an existing dataset untouched
+
+FILE_SIZE_LIMITED = """
+import resource, signal, sys
+sys.path.insert(0, {root!r})
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails (EFBIG), as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
+from errors import exit_on_user_error
+from data.fineweb_single import prepare
+exit_on_user_error(lambda: prepare.main({argv!r}))
+"""
+
+
+def test_a_file_size_limit_mid_write_is_one_line_and_leaves_no_dataset(fixture_parquet, tmp_path):
+    full = run(fixture_parquet, tmp_path / "full", "--batch-rows", "16")
+    out = tmp_path / "out"
+    argv = ["--input", fixture_parquet, "--out-dir", str(out), "--tokenizer", "byte", "--workers", "0",
+            "--val-fraction", "0.2", "--batch-rows", "16"]
+    limit = full["train_tokens"]  # bytes: half of train.bin's 2 bytes per token
+    p = subprocess.run([sys.executable, "-c", FILE_SIZE_LIMITED.format(root=ROOT, limit=limit, argv=argv)],
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, p.stderr
+    lines = [line for line in p.stderr.splitlines() if line.strip() and not line.startswith("tokenizing")]
+    assert "Traceback" not in p.stderr and len(lines) == 1, p.stderr
+    assert re.fullmatch(rf"error: writing {re.escape(str(out))}/train.bin.tmp failed \(File too large\) after "
+                        r"[\d.]+ kB: the dataset needs about ([\d.]+) kB and [\d,.]+ [kMG]B is free; free some "
+                        r"space or give another --out-dir \(nothing was kept\)", lines[0]), lines[0]
+    needed = float(re.search(r"needs about ([\d.]+) kB", lines[0]).group(1)) * 1e3
+    actual = 2 * (full["train_tokens"] + full["val_tokens"])
+    assert 0.7 * actual < needed < 1.3 * actual  # extrapolated from the share of the input read
+    assert os.listdir(out) == []  # no meta.json, no temporaries
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """mount(size) -> a tmpfs of that many bytes inside tmp_path (root only)."""
+    mounts = []
+
+    def mount(size):
+        point = tmp_path / f"fs{len(mounts)}"
+        point.mkdir()
+        p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
+                           capture_output=True, text=True)
+        if p.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here ({p.stderr.strip() or p.returncode}); "
+                        f"the file-size-limit test covers the write path")
+        mounts.append(point)
+        return point
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root; the file-size-limit test covers the write path")
+    yield mount
+    for point in mounts:
+        subprocess.run(["umount", str(point)], check=False)
+
+
+def test_a_full_filesystem_is_one_line_and_an_existing_dataset_stays(fixture_parquet, tmp_path, small_filesystem):
+    full = run(fixture_parquet, tmp_path / "full", "--batch-rows", "16")
+    actual = 2 * (full["train_tokens"] + full["val_tokens"])
+    least = 2 * os.path.getsize(fixture_parquet)  # output.least_output_bytes for byte tokens of a parquet
+    assert least < actual  # the text is larger than its compressed parquet
+    # room for the lower-bound estimate but not for the dataset: the disk fills while writing
+    fs = small_filesystem((least + actual) // 2 // 4096 * 4096)
+    with pytest.raises(UserError, match=r"writing .*\.bin\.tmp failed \(No space left on device\) after .* "
+                                        r"the dataset needs about") as info:
+        run(fixture_parquet, fs / "out", "--batch-rows", "16")
+    assert "\n" not in str(info.value) and os.listdir(fs / "out") == []
+    # too small even by the estimate: refused before anything is touched, the old dataset kept
+    fs = small_filesystem(least // 2 // 4096 * 4096)
+    small_text = tmp_path / "small.txt"
+    small_text.write_text("".join(f"document {i}, a few words\n<|endoftext|>\n" for i in range(50)))
+    run(str(small_text), fs / "data", val_fraction="0.5")
+    before = {name: (fs / "data" / name).read_bytes() for name in os.listdir(fs / "data")}
+    with pytest.raises(UserError, match=rf"{re.escape(str(fs / 'data'))} has [\d.]+ kB free \(\+[\d.]+ kB of the "
+                                        r"dataset replaced\) but the dataset needs at least [\d.]+ kB; free some "
+                                        r"space or give another --out-dir"):
+        run(fixture_parquet, fs / "data", "--force")
+    assert {name: (fs / "data" / name).read_bytes() for name in os.listdir(fs / "data")} == before

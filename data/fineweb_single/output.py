@@ -1,11 +1,14 @@
 """
 The output side of prepare.py: train.bin and val.bin under temporary names, renamed when
 complete, then meta.json (written last, atomically: its presence marks a finished dataset).
+A write that fails (a full disk, a quota, a file-size limit) is one line saying how much the
+dataset needs and how much is free; prepare.py then removes the temporaries.
 """
 import contextlib
 import datetime
 import json
 import os
+import shutil
 import threading
 
 import numpy as np
@@ -14,6 +17,40 @@ from errors import UserError
 
 PREPARE_VERSION = 1
 SPLITS = ("train", "val")
+# the fewest tokens per input byte: a text byte is at least one byte of its parquet (compressed)
+# or .txt file and 0.8 of its .jsonl (quotes, escapes); GPT-2 makes ~0.25 tokens of English per byte
+LEAST_TOKENS_PER_TEXT_BYTE = {"byte": 1.0, "gpt2": 0.2}
+LEAST_TEXT_PER_INPUT_BYTE = {"parquet": 1.0, "txt": 1.0, "jsonl": 0.8}
+
+
+def least_output_bytes(sources, tokenizer_name, dtype):
+    """A lower bound on the size of train.bin + val.bin, from the input's size."""
+    per_byte = LEAST_TOKENS_PER_TEXT_BYTE.get(tokenizer_name, 0.2) * dtype.itemsize
+    return int(sum(s.size * LEAST_TEXT_PER_INPUT_BYTE.get(s.kind, 0.8) for s in sources) * per_byte)
+
+
+def free_bytes(out_dir):
+    """Free space for an unprivileged user on the filesystem that holds (or will hold) out_dir."""
+    path = os.path.abspath(out_dir)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    return shutil.disk_usage(path).free
+
+
+def human_bytes(n):
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:,.3g} {unit}"
+    return f"{n} B"
+
+
+def check_free_space(out_dir, needed, replaced=0):
+    """A one-line error, before anything is touched, when the dataset cannot fit even by the
+    lower-bound estimate `needed` (counting the `replaced` bytes of the dataset it replaces)."""
+    free = free_bytes(out_dir)
+    if needed > free + replaced:
+        raise UserError(f"{out_dir} has {human_bytes(free)} free{f' (+{human_bytes(replaced)} of the dataset replaced)' if replaced else ''} "
+                        f"but the dataset needs at least {human_bytes(needed)}; free some space or give another --out-dir")
 
 
 def check_out_dir(out_dir):
@@ -37,22 +74,51 @@ class DatasetWriter:
     (dropping a file's cached pages takes ~0.25 s per GB)."""
     sync_every = 16 << 20
 
-    def __init__(self, out_dir):
+    def __init__(self, out_dir, least_bytes=0):
         os.makedirs(out_dir, exist_ok=True)
         self.out_dir = out_dir
         self.files = {split: open(self.path(f"{split}.bin.tmp"), "wb") for split in SPLITS}
         self.unsynced = dict.fromkeys(SPLITS, 0)
         self.threads = {}  # "sync" and "discard": the latest of each, joined before the files change
+        self.sync_error = None
+        # for the message of a failed write: bytes written, and the share of the input read so far
+        self.written, self.least_bytes, self.input_share = 0, least_bytes, 0.0
 
     def path(self, name):
         return os.path.join(self.out_dir, name)
 
     def write(self, split, tokens):
-        tokens.tofile(self.files[split])  # straight to the file descriptor: nothing left buffered
+        with self.failing_write_is_one_line(self.files[split]):
+            tokens.tofile(self.files[split])  # straight to the file descriptor: nothing left buffered
+        self.written += tokens.nbytes
         self.unsynced[split] += tokens.nbytes
         if self.unsynced[split] >= self.sync_every and not self.running("sync"):
             self.unsynced[split] = 0
-            self.start("sync", os.fsync, self.files[split].fileno())
+            self.start("sync", self.sync, self.files[split])
+
+    def sync(self, f):
+        try:
+            os.fsync(f.fileno())
+        except OSError as e:  # raised in the main thread, by the next join_threads()
+            self.sync_error = (f, e)
+
+    @contextlib.contextmanager
+    def failing_write_is_one_line(self, f):
+        try:
+            yield
+        except OSError as e:
+            if e.errno is None and not f.closed:  # numpy's short write says no why: one more byte does
+                try:
+                    os.write(f.fileno(), b"\0")  # (the file is deleted anyway)
+                except OSError as why:
+                    e = why
+            raise self.write_failed(os.path.basename(f.name), e) from None
+
+    def write_failed(self, name, e):
+        needed = max(self.least_bytes, int(self.written / self.input_share) if self.input_share > 0 else 0)
+        return UserError(f"writing {self.path(name)} failed ({e.strerror or e}) after {human_bytes(self.written)}: "
+                         f"the dataset needs about {human_bytes(needed)} and {human_bytes(free_bytes(self.out_dir))} is free; "
+                         f"free some space or give another --out-dir (nothing was kept)")
 
     def discard_replaced(self):
         """Start deleting the .bin files that finish() would replace (--force, or an unfinished
@@ -65,19 +131,31 @@ class DatasetWriter:
 
     def finish(self, meta):
         self.join_threads()  # the renames must come after the deletions
-        for split, f in self.files.items():
-            f.flush()
-            os.fsync(f.fileno())
+        for f in self.files.values():
+            with self.failing_write_is_one_line(f):
+                f.flush()
+                os.fsync(f.fileno())
             f.close()
+        # meta.json.tmp first: until meta.json exists, some *.tmp is always there, which tells an
+        # unfinished preparation from a nanoGPT folder (train.bin and val.bin, no meta.json)
+        try:
+            write_json(self.path("meta.json.tmp"), meta)
+        except OSError as e:
+            raise self.write_failed("meta.json.tmp", e) from None
+        for split in SPLITS:
             os.replace(self.path(f"{split}.bin.tmp"), self.path(f"{split}.bin"))
-        write_json_atomically(self.path("meta.json"), meta)
+        os.replace(self.path("meta.json.tmp"), self.path("meta.json"))
 
     def abort(self):
-        self.join_threads()
+        with contextlib.suppress(UserError):  # the error being handled is the one to report
+            self.join_threads()
         for split, f in self.files.items():
-            f.close()
+            with contextlib.suppress(OSError):
+                f.close()
             with contextlib.suppress(FileNotFoundError):
                 os.remove(self.path(f"{split}.bin.tmp"))
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.path("meta.json.tmp"))
 
     def start(self, job, target, *args):
         self.threads[job] = threading.Thread(target=target, args=args, daemon=True)
@@ -89,15 +167,19 @@ class DatasetWriter:
     def join_threads(self):
         for thread in self.threads.values():
             thread.join()
+        if self.sync_error:
+            f, e = self.sync_error
+            self.sync_error = None
+            raise self.write_failed(os.path.basename(f.name), e)
 
 
-def write_json_atomically(path, obj):
-    with open(path + ".tmp", "w") as f:
+def write_json(path, obj):
+    """obj as JSON at path, synced to disk (finish() renames it into place)."""
+    with open(path, "w") as f:
         json.dump(obj, f, indent=2)
         f.write("\n")
         f.flush()
         os.fsync(f.fileno())
-    os.replace(path + ".tmp", path)
 
 
 def token_dtype(n_vocab, choice="auto"):

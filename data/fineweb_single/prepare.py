@@ -12,7 +12,8 @@ file in memory); a pool of --workers processes tokenizes them, and the main proc
 results in input order, so the output does not depend on the number of workers. A parquet
 task names whole row groups (FineWeb's hold 1000 rows), which the worker reads and decodes
 itself: the text never passes through the main process, which only routes and writes tokens
-(which forked workers put in shared memory rather than pickle: TokenSlots).
+(which forked workers put in shared memory rather than pickle). The speed tricks live in
+speedups.py, behind one switch: --plain (or PREPARE_PLAIN=1) turns them all off, same output.
 A document goes to the validation split when the 64-bit blake2b hash of its text falls below a
 threshold: val_fraction * 2^64, or with --val-docs N the hash that comes after the N smallest (a
 first pass hashes every document, so val.bin gets exactly N distinct texts). The split is the
@@ -43,10 +44,11 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from data.fineweb_single import demo_corpus  # noqa: E402
-from data.fineweb_single.output import DatasetWriter, check_out_dir, dataset_meta, token_dtype  # noqa: E402
-from data.fineweb_single.sources import FileHasher, Source, batch_part, find_input_files  # noqa: E402
-from data.fineweb_single.tokenize_worker import (  # noqa: E402
-    TokenSlots, hash_batch, init_worker, keep_freed_memory, tokenize_batch)
+from data.fineweb_single.output import (  # noqa: E402
+    DatasetWriter, check_free_space, check_out_dir, dataset_meta, least_output_bytes, token_dtype)
+from data.fineweb_single.sources import FileHasher, Source, find_input_files  # noqa: E402
+from data.fineweb_single import speedups  # noqa: E402
+from data.fineweb_single.tokenize_worker import hash_batch, init_worker, tokenize_batch  # noqa: E402
 from errors import UserError, exit_on_user_error  # noqa: E402
 from facts import read_dataset_meta  # noqa: E402
 from tokenizer import TOKENIZERS, GPT2RanksError, load_tokenizer  # noqa: E402
@@ -87,6 +89,8 @@ def parse_args(argv=None):
     p.add_argument("--batch-rows", type=int, default=1024,
                    help="documents per tokenizing task, at most (parquet row groups up to this size "
                         "are read by the workers themselves)")
+    p.add_argument("--plain", action="store_true",
+                   help="without the speed tricks of speedups.py (the same output, a few %% slower)")
     p.add_argument("--force", action="store_true",
                    help="replace an existing complete dataset (deleted once the input has been checked)")
     args = p.parse_args(argv)
@@ -109,6 +113,8 @@ def available_cores():
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.plain:
+        speedups.set_plain(True)
     args.out_dir = args.out_dir or (DEMO_DIR if args.demo else HERE)
     check_out_dir(args.out_dir)
     if args.demo:
@@ -143,7 +149,10 @@ def main(argv=None):
             return
         raise UserError(f"{args.out_dir} holds a dataset prepared from other input or settings; "
                         f"pass --force to replace it, or --out-dir to write elsewhere")
-    # before the old dataset is touched: a --val-docs too large for the input fails here
+    # before the old dataset is touched: too little space, or a --val-docs too large for the input
+    replaced = sum(os.path.getsize(p) for p in (os.path.join(args.out_dir, f"{split}.bin") for split in ("train", "val"))
+                   if os.path.isfile(p))
+    check_free_space(args.out_dir, least_output_bytes(sources, tok.name, dtype), replaced)
     if args.val_docs is not None:
         threshold = val_docs_threshold(sources, args.val_docs, workers=args.workers, tokenizer_info=tok.info(),
                                        bpe_file=args.bpe_file, batch_rows=args.batch_rows)
@@ -196,25 +205,13 @@ def known_rows(sources):
 
 
 def batch_tasks(sources, batch_rows, *extra, read_upto=None, split_last=0):
-    """(texts, (path, first row), *extra) for each batch of every input, in order. The last
-    split_last batches are cut in halves, so that the workers finish closer together: the one
-    done first would idle for up to a whole batch otherwise. With read_upto (a deque), the input
+    """(texts, (path, first row), *extra) for each batch of every input, in order; the last
+    split_last batches in halves (speedups.split_tail). With read_upto (a deque), the input
     bytes read up to the end of each task are appended to it."""
-    def tasks(texts, path, first, read, parts):
-        step = max(1, -(-len(texts) // parts))
-        for start in range(0, max(len(texts), 1), step):
-            if read_upto is not None:
-                read_upto.append(read)
-            part = texts if parts == 1 else batch_part(texts, start, min(start + step, len(texts)))
-            yield (part, (path, first + start), *extra)
-
-    last = collections.deque()
-    for batch in input_batches(sources, batch_rows):
-        last.append(batch)
-        if len(last) > split_last:
-            yield from tasks(*last.popleft(), 1)
-    for batch in last:
-        yield from tasks(*batch, 2)
+    for texts, path, first, read in speedups.split_tail(input_batches(sources, batch_rows), split_last):
+        if read_upto is not None:
+            read_upto.append(read)
+        yield (texts, (path, first), *extra)
 
 
 def input_batches(sources, batch_rows):
@@ -277,14 +274,11 @@ def prepare(sources, tok, out_dir, *, dtype, workers, val_threshold, bpe_file=No
     # the total is estimated from the share of the input read, so the bar still has an ETA
     total_rows = known_rows(sources)
     input_bytes, read_upto = sum(s.size for s in sources), collections.deque()
-    tasks = batch_tasks(sources, batch_rows, dtype, read_upto=read_upto, split_last=workers)
-    slots = None
-    if workers > 0 and start_method() == "fork":  # the tokens come back through shared memory
-        with contextlib.suppress(OSError):  # none to be had (a strict overcommit limit): pickled instead
-            slots = TokenSlots(tasks_in_flight(workers), dtype)
+    tasks = batch_tasks(sources, batch_rows, dtype, read_upto=read_upto, split_last=speedups.tail_splits(workers))
+    slots = speedups.token_slots(tasks_in_flight(workers), dtype, forked=workers > 0 and start_method() == "fork")
     if slots:
         tasks = ((*task, i % slots.count) for i, task in enumerate(tasks))  # task i's slot
-    writer = DatasetWriter(out_dir)
+    writer = DatasetWriter(out_dir, least_bytes=least_output_bytes(sources, tok.name, dtype))
     start = time.perf_counter()
     try:
         with slots.shared() if slots else contextlib.nullcontext(), \
@@ -296,9 +290,10 @@ def prepare(sources, tok, out_dir, *, dtype, workers, val_threshold, bpe_file=No
             with tqdm(total=total_rows, unit="doc", unit_scale=True, desc="tokenizing",
                       smoothing=0.05, mininterval=0.5) as bar:
                 for n_rows, result in ordered_results(pool, tasks, workers):
+                    read = read_upto.popleft()
+                    writer.input_share = read / max(input_bytes, 1)  # for the estimate if a write fails
                     write_batch(result, slots, seen, dedup, val_below, writer, counts)
                     counts.rows += n_rows
-                    read = read_upto.popleft()
                     if total_rows is None and read:
                         bar.total = max(counts.rows, round(counts.rows * input_bytes / read))
                     bar.update(n_rows)
@@ -384,7 +379,7 @@ def worker_pool(workers, tokenizer_info, bpe_file):
         init_worker(tokenizer_info, bpe_file, ignore_sigint=False)
         yield None
         return
-    keep_freed_memory()  # this process too: it receives every batch's tokens (workers: in init_worker)
+    speedups.tune_allocator()  # this process too: it receives every batch's tokens (workers: in init_worker)
     pool = concurrent.futures.ProcessPoolExecutor(
         workers, multiprocessing.get_context(start_method()), init_worker, (tokenizer_info, bpe_file))
     try:
@@ -446,10 +441,4 @@ def summary(out_dir, counts, dedup):
 
 if __name__ == "__main__":
     exit_on_user_error(main)
-    # all written, synced and closed: skip the interpreter's teardown, which frees the tokenizer
-    # and Arrow's pools for ~50 ms (1% of preparing 200 MB of text); not under a profiler, a
-    # debugger or coverage, which write their results at exit
-    if sys.getprofile() is None and sys.gettrace() is None:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
+    speedups.skip_teardown()  # all written, synced and closed

@@ -5,57 +5,30 @@ It lives in its own module, not in prepare.py, so that the pool pickles its func
 importable name (data.fineweb_single.tokenize_worker.tokenize_batch) however prepare.py was
 started: as a script, with `python -m`, under a profiler or a debugger, with fork or spawn.
 """
-import collections
-import contextlib
-import ctypes
-import gc
 import hashlib
-import mmap
 import os
 import signal
 import threading
 import time
 
 import numpy as np
-import pyarrow as pa
 
+from data.fineweb_single import speedups
 from data.fineweb_single.sources import texts_of
 from errors import UserError
 from tokenizer import load_tokenizer
 
 _tokenizer = None  # this process's tokenizer, set by init_worker
-_token_slots = None  # the TokenSlots shared with this process when it was forked, if any
 
 
 def init_worker(tokenizer_info, bpe_file, ignore_sigint=True):
     global _tokenizer
     if ignore_sigint:  # a worker process: Ctrl-C is handled once, by the main process
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        # the objects inherited from the main process (the tokenizer's 50k ranks, the modules)
-        # live as long as the worker: its garbage collections need not walk them every time
-        gc.freeze()
+        speedups.freeze_inherited()
         threading.Thread(target=exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    keep_freed_memory()
+    speedups.tune_allocator()
     _tokenizer = load_tokenizer(tokenizer_info, bpe_file)
-
-
-def keep_freed_memory():
-    """Have glibc keep freed blocks of up to 32 MB for reuse, and Arrow allocate through it. By
-    default glibc hands every freed block over 128 KB (a batch's texts, ids, tokens, pickles)
-    back to the OS, and Arrow's mimalloc does the same within ~10 ms; the next batch then gets
-    that memory back as fresh pages, zeroed one fault at a time: ~3% of the CPU of a run.
-    Returns whether it could (not glibc: no change)."""
-    try:
-        libc = ctypes.CDLL(None)
-        if not (libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 64 << 20)):
-            return False
-    except (OSError, AttributeError, TypeError):  # no mallopt (macOS), no CDLL(None) (Windows)
-        return False
-    pa.set_memory_pool(pa.system_memory_pool())
-    return True
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
 
 
 def exit_with_parent(parent):
@@ -102,7 +75,7 @@ def tokenize_batch(batch, where, dtype, slot=None):
 
     Returns (tokens, token count of each kept document, 64-bit blake2b hash of each kept
     document's UTF-8 text, number of null texts, number of empty or blank texts). The tokens
-    are an array, or an InSlot when they were put in the given slot of the shared TokenSlots."""
+    are an array, or an InSlot when they were put in the given slot of speedups.TokenSlots."""
     texts, hashes, n_null, n_empty = kept_documents(batch, where)
     encode = _tokenizer.encode_to_buffer
     ids = [memoryview(encode(text)) for text in texts]  # native uint32 each
@@ -112,52 +85,8 @@ def tokenize_batch(batch, where, dtype, slot=None):
     pieces = [_eot_bytes()] * (2 * len(ids))
     pieces[1::2] = ids
     tokens = np.frombuffer(b"".join(pieces), dtype=np.uint32)
-    in_slot = _token_slots.put(slot, tokens) if _token_slots is not None and slot is not None else None
-    return in_slot or tokens.astype(dtype), lengths, hashes, n_null, n_empty
+    return speedups.put_tokens(slot, tokens) or tokens.astype(dtype), lengths, hashes, n_null, n_empty
 
 
 def _eot_bytes():
     return np.array([_tokenizer.eot_token], dtype=np.uint32).tobytes()
-
-
-class InSlot(collections.namedtuple("InSlot", "slot count")):
-    """Where a batch's tokens are: the first `count` tokens of slot `slot` of the TokenSlots."""
-
-
-class TokenSlots:
-    """Memory shared with the forked workers, a slot for each batch in flight, that a worker
-    writes a batch's tokens into: they then reach the main process without being pickled,
-    piped and unpickled, six copies of every token on the way (~2% of preparing on 2 cores).
-    The main process must be done with a slot's tokens before it hands that slot out again
-    (ordered_results' window makes sure of it). A batch too large for its slot travels the
-    usual way, as does everything when the workers are not forked (spawn: they do not share
-    this memory) or the memory cannot be had."""
-    slot_bytes = 8 << 20  # 4M uint16 tokens: a row group of FineWeb (1000 documents) holds ~0.7M
-
-    def __init__(self, count, dtype):
-        self.count, self.dtype = count, np.dtype(dtype)
-        self.memory = mmap.mmap(-1, count * self.slot_bytes)  # anonymous, shared with forked children
-
-    @contextlib.contextmanager
-    def shared(self):
-        """Inside, worker processes forked get these slots (and tokenize_batch here uses them)."""
-        global _token_slots
-        _token_slots = self
-        try:
-            yield self
-        finally:
-            _token_slots = None
-
-    def put(self, slot, tokens):
-        """Write tokens into the slot in this dtype; an InSlot, or None when they do not fit."""
-        if len(tokens) * self.dtype.itemsize > self.slot_bytes:
-            return None
-        np.copyto(self.view(slot, len(tokens)), tokens, casting="unsafe")  # ids fit: see token_dtype
-        return InSlot(slot, len(tokens))
-
-    def get(self, tokens):
-        """The tokens a worker returned: an array, or a view of the slot an InSlot names."""
-        return self.view(*tokens) if isinstance(tokens, InSlot) else tokens
-
-    def view(self, slot, count):
-        return np.ndarray(count, self.dtype, buffer=self.memory, offset=slot * self.slot_bytes)
