@@ -15,7 +15,7 @@ pytest.importorskip("safetensors")
 import checkpoint  # noqa: E402
 import tokenizer as tok_mod  # noqa: E402
 from errors import UserError  # noqa: E402
-from export_hf import check_exportable  # noqa: E402
+from export_hf import check_exportable, export_checkpoint  # noqa: E402
 from hf_gpt2 import load_hf_gpt2  # noqa: E402
 from hf_tokenizer import gpt2_ranks, vocab_and_merges  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
@@ -185,19 +185,23 @@ def export(*args):
                           env=ENV, timeout=300)
 
 
-@needs_gpt2
-@pytest.mark.parametrize("bias", [True, False])
-def test_export_loads_in_transformers_with_our_logits(tmp_path, bias):
-    ours = save_our_run(str(tmp_path / "run"), bias=bias)
-    hf_dir = tmp_path / "hf"
-    p = export(f"--out_dir={tmp_path / 'run'}", f"--hf_dir={hf_dir}")
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny run of ours (biases on) exported through the command line: (our model, run dir, hf dir)."""
+    base = tmp_path_factory.mktemp("export")
+    ours = save_our_run(str(base / "run"))
+    p = export(f"--out_dir={base / 'run'}", f"--hf_dir={base / 'hf'}")
     assert p.returncode == 0, p.stderr
-    assert sorted(os.listdir(hf_dir)) == ["README.md", "config.json", "merges.txt", "model.safetensors",
-                                          "special_tokens_map.json", "tokenizer_config.json", "vocab.json"]
-    assert not [n for n in os.listdir(tmp_path) if n.startswith(".hf.tmp")]  # the temporary folder is gone
+    return ours, base / "run", base / "hf"
+
+
+def load_hf_model(hf_dir):
     hf, info = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, output_loading_info=True)
     assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
-    hf.eval()
+    return hf.eval()
+
+
+def assert_same_logits(ours, hf):
     assert hf.lm_head.weight.data_ptr() == hf.transformer.wte.weight.data_ptr()  # tied again
     assert hf.config.vocab_size == 50257
     x = torch.randint(0, 50257, (2, 16), generator=torch.Generator().manual_seed(3))
@@ -206,16 +210,34 @@ def test_export_loads_in_transformers_with_our_logits(tmp_path, bias):
         theirs = hf(input_ids=x).logits
     assert our_logits.abs().max() > 1.0  # not a near-zero model
     assert (our_logits - theirs).abs().max().item() < 1e-4
-    card = (hf_dir / "README.md").read_text()
-    assert "validation loss: 4.2500 at iteration 40" in card and "10,240 tokens seen" in card
-    assert f"python export_hf.py --out_dir={tmp_path / 'run'} --hf_dir={hf_dir}" in card
 
 
 @needs_gpt2
-def test_export_then_import_gives_back_the_same_weights(tmp_path):
-    ours = save_our_run(str(tmp_path / "run"))
-    assert export(f"--out_dir={tmp_path / 'run'}", f"--hf_dir={tmp_path / 'hf'}").returncode == 0
-    args, sd, _ = load_hf_gpt2(f"hf:{tmp_path / 'hf'}")
+def test_export_loads_in_transformers_with_our_logits(exported):
+    ours, run, hf_dir = exported
+    assert sorted(os.listdir(hf_dir)) == ["README.md", "config.json", "merges.txt", "model.safetensors",
+                                          "special_tokens_map.json", "tokenizer_config.json", "vocab.json"]
+    assert [n for n in os.listdir(hf_dir.parent) if n.startswith(".hf")] == []  # no temporary folder left
+    assert_same_logits(ours, load_hf_model(hf_dir))
+    card = (hf_dir / "README.md").read_text()
+    assert "validation loss: 4.2500 at iteration 40" in card and "10,240 tokens seen" in card
+    assert f"python export_hf.py --out_dir={run} --hf_dir={hf_dir}" in card
+    assert json.loads((hf_dir / "config.json").read_text())["activation_function"] == "gelu"
+
+
+@needs_gpt2
+def test_a_model_without_biases_exports_with_zero_biases(tmp_path):
+    ours = save_our_run(str(tmp_path / "run"), bias=False)
+    export_checkpoint(str(tmp_path / "run" / "best.pt"), str(tmp_path / "hf"))
+    hf = load_hf_model(tmp_path / "hf")
+    assert hf.transformer.h[1].mlp.c_fc.bias.abs().max() == 0
+    assert_same_logits(ours, hf)
+
+
+@needs_gpt2
+def test_export_then_import_gives_back_the_same_weights(exported):
+    ours, _, hf_dir = exported
+    args, sd, _ = load_hf_gpt2(f"hf:{hf_dir}")
     assert args == dict(n_layer=2, n_head=2, n_embd=16, block_size=16, bias=True, vocab_size=50257,
                         token_vocab_size=50257, dropout=0.0)
     original = ours.state_dict()
@@ -227,10 +249,8 @@ def test_export_then_import_gives_back_the_same_weights(tmp_path):
 
 
 @needs_gpt2
-def test_exported_tokenizer_encodes_like_tiktoken(tmp_path):
-    save_our_run(str(tmp_path / "run"))
-    assert export(f"--out_dir={tmp_path / 'run'}", f"--hf_dir={tmp_path / 'hf'}").returncode == 0
-    hf_tok = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+def test_exported_tokenizer_encodes_like_tiktoken(exported):
+    hf_tok = transformers.AutoTokenizer.from_pretrained(exported[2])
     enc = tok_mod.gpt2_encoding()
     with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
         readme = f.read()
@@ -276,17 +296,15 @@ def test_export_refuses_any_model_option_stock_gpt2_lacks():
 
 
 @needs_gpt2
-def test_export_cli_errors_and_force(tmp_path):
-    p = export(f"--out_dir={tmp_path}", f"--hf_dir={tmp_path / 'hf'}")
-    assert p.returncode == 2 and p.stderr.startswith(f"error: checkpoint {tmp_path}/best.pt not found")
-    p = export(f"--out_dir={tmp_path}")
-    assert p.returncode == 2 and p.stderr == "error: give the folder to write with --hf_dir=DIR\n"
+def test_an_existing_folder_is_replaced_only_with_force(tmp_path):
     save_our_run(str(tmp_path / "run"))
+    with pytest.raises(UserError, match=f"^checkpoint {tmp_path}/best.pt not found"):
+        export_checkpoint(str(tmp_path / "best.pt"), str(tmp_path / "hf"))
     (tmp_path / "hf").mkdir()
     (tmp_path / "hf" / "old.txt").write_text("x")
-    p = export(f"--out_dir={tmp_path / 'run'}", f"--hf_dir={tmp_path / 'hf'}")
-    assert p.returncode == 2 and "exists; choose another --hf_dir or replace it with --force=True" in p.stderr
-    p = export(f"--out_dir={tmp_path / 'run'}", f"--hf_dir={tmp_path / 'hf'}", "--force=True")
-    assert p.returncode == 0, p.stderr
+    with pytest.raises(UserError, match="exists; choose another --hf_dir or replace it with --force=True"):
+        export_checkpoint(str(tmp_path / "run" / "best.pt"), str(tmp_path / "hf"))
+    assert os.listdir(tmp_path / "hf") == ["old.txt"]
+    export_checkpoint(str(tmp_path / "run" / "best.pt"), str(tmp_path / "hf"), force=True)
     assert not (tmp_path / "hf" / "old.txt").exists() and (tmp_path / "hf" / "config.json").exists()
-    assert json.loads((tmp_path / "hf" / "config.json").read_text())["activation_function"] == "gelu"
+    assert sorted(n for n in os.listdir(tmp_path) if n.startswith(".hf")) == []
