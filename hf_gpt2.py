@@ -41,16 +41,28 @@ def load_hf_gpt2(init_from, requested=None, token_vocab=None):
     """(model_args for GPTConfig, state dict in our naming, notes to print) from a hub name or hf:PATH.
 
     requested: the architecture keys the user set (e.g. {'n_layer': 6}); one that contradicts the
-    weights is a UserError naming it. token_vocab: the dataset's vocabulary size, checked too."""
+    weights is a UserError naming it, except a shorter block_size, which crops the position embedding
+    (as nanoGPT's crop_block_size does). token_vocab: the dataset's vocabulary size, checked too."""
+    requested = requested or {}
     folder = resolve_hf_folder(init_from)
     hf_config = read_hf_config(folder)
     model_args, notes = model_args_from_hf_config(hf_config, source=init_from)
-    check_requested(model_args, requested or {}, init_from)
+    check_requested(model_args, requested, init_from)
     if token_vocab is not None and token_vocab != model_args["token_vocab_size"]:
         raise UserError(f"{init_from} has a vocabulary of {model_args['token_vocab_size']} tokens but the "
                         f"dataset has {token_vocab}; fine-tune it on a dataset prepared with --tokenizer gpt2")
     state_dict = state_dict_from_hf(read_hf_weights(folder), model_args, source=init_from)
+    block = requested.get("block_size", model_args["block_size"])
+    if block < model_args["block_size"]:
+        state_dict["transformer.wpe.weight"] = state_dict["transformer.wpe.weight"][:block].clone()
+        model_args["block_size"] = block
     return model_args, state_dict, notes
+
+
+def requested_arch(config, defaults):
+    """The architecture keys a resolved config sets to something other than the script's defaults:
+    what the user asked for, to be checked against the weights."""
+    return {k: config[k] for k in ARCH_KEYS if k in config and config[k] != defaults.get(k)}
 
 
 # -----------------------------------------------------------------------------
@@ -169,6 +181,8 @@ def model_args_from_hf_config(c, source):
 def check_requested(model_args, requested, source):
     """A UserError for the first architecture key the user set to something the weights contradict."""
     for key in ARCH_KEYS:
+        if key == "block_size" and key in requested and 0 < requested[key] <= model_args[key]:
+            continue  # a shorter context: the position embedding is cropped
         if key in requested and requested[key] != model_args[key]:
             raise UserError(f"{key}={requested[key]!r} contradicts the weights of {source}, which have "
                             f"{key}={model_args[key]!r}; remove --{key} (the architecture comes from the weights)")

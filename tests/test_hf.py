@@ -16,7 +16,7 @@ import checkpoint  # noqa: E402
 import tokenizer as tok_mod  # noqa: E402
 from errors import UserError  # noqa: E402
 from export_hf import check_exportable, export_checkpoint  # noqa: E402
-from hf_gpt2 import load_hf_gpt2  # noqa: E402
+from hf_gpt2 import load_hf_gpt2, requested_arch  # noqa: E402
 from hf_tokenizer import gpt2_ranks, vocab_and_merges  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 
@@ -74,6 +74,16 @@ def test_hf_folder_imports_with_the_same_loss(tmp_path):
     assert torch.allclose(logits, theirs, atol=1e-4, rtol=0)
 
 
+def test_a_shorter_block_size_crops_the_positions(tmp_path):
+    hf, folder = tiny_hf(tmp_path)
+    args, sd, _ = load_hf_gpt2(f"hf:{folder}", requested=requested_arch(
+        {"block_size": 16, "n_layer": 12, "bias": False}, {"block_size": 1024, "n_layer": 12, "bias": False}))
+    assert args["block_size"] == 16 and sd["transformer.wpe.weight"].shape == (16, 48)
+    x = torch.arange(16).view(1, 16)
+    with torch.no_grad():  # the first 16 positions are GPT-2's own
+        assert torch.allclose(our_model(args, sd)(x, x)[0], hf(input_ids=x).logits, atol=1e-4, rtol=0)
+
+
 def test_pytorch_model_bin_and_old_key_names_import(tmp_path):
     hf, folder = tiny_hf(tmp_path)
     # an old-style file: keys without 'transformer.', the causal-mask buffers, an explicit lm_head
@@ -102,6 +112,8 @@ def test_a_key_that_contradicts_the_weights_is_one_line(tmp_path):
     with pytest.raises(UserError, match=r"^bias=False contradicts"):
         load_hf_gpt2(f"hf:{folder}", requested={"bias": False, "dropout": 0.1})
     load_hf_gpt2(f"hf:{folder}", requested={"n_layer": 2, "dropout": 0.1})  # agreeing keys are fine
+    with pytest.raises(UserError, match=r"^block_size=64 contradicts the weights of .*block_size=32"):
+        load_hf_gpt2(f"hf:{folder}", requested={"block_size": 64})
     with pytest.raises(UserError, match="has a vocabulary of 300 tokens but the dataset has 257"):
         load_hf_gpt2(f"hf:{folder}", token_vocab=257)
 
@@ -133,7 +145,7 @@ def run_py(code, **env):
                           env=dict(ENV, **env), timeout=120)
 
 
-LOAD_GPT2 = ("from errors import exit_on_user_error\nfrom hf_gpt2 import load_hf_gpt2\n"
+LOAD_GPT2 = ("from errors import exit_on_user_error\nfrom hf_gpt2 import load_hf_gpt2, requested_arch\n"
              "args, sd, notes = exit_on_user_error(lambda: load_hf_gpt2('gpt2'))\nprint(args['n_layer'], len(sd))")
 
 
