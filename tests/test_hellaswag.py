@@ -133,3 +133,10 @@ def test_the_command_line_prints_the_accuracies(trained, tmp_path):
     assert re.search(rf"^acc      0\.7500 ± {se:.4f}  \(lowest summed loss\)$", p.stdout, re.M), p.stdout
     assert re.search(rf"^acc_norm 0\.7500 ± {se:.4f}", p.stdout, re.M)
     assert p.stdout.startswith("hellaswag on 4 examples of")
+
+
+def test_the_evals_and_the_hf_loader_import_no_hugging_face_package():
+    code = ("import sys, bpb, eval_hellaswag, hf_gpt2, hf_tokenizer\n"
+            "print(sorted(m for m in ('transformers', 'safetensors', 'huggingface_hub') if m in sys.modules))")
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0 and p.stdout == "[]\n", p.stderr
