@@ -21,6 +21,7 @@ from errors import UserError
 
 GPT2_HUB_NAMES = ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")
 HF_PREFIX = "hf:"
+GPT2_VOCAB = 50257
 # what a user may set in train.py that the weights decide; dropout is free (it is not a weight)
 ARCH_KEYS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size")
 # HF's Conv1D keeps its weight as (in, out), the transpose of nn.Linear's (out, in)
@@ -57,6 +58,15 @@ def load_hf_gpt2(init_from, requested=None, token_vocab=None):
         state_dict["transformer.wpe.weight"] = state_dict["transformer.wpe.weight"][:block].clone()
         model_args["block_size"] = block
     return model_args, state_dict, notes
+
+
+def tokenizer_info_for(model_args, source):
+    """The tokenizer (as a checkpoint stores it) of imported weights: GPT-2's BPE for a 50257-token
+    vocabulary; anything else has no tokenizer this repository knows."""
+    if model_args["token_vocab_size"] != GPT2_VOCAB:
+        raise UserError(f"{source} has a vocabulary of {model_args['token_vocab_size']} tokens, not GPT-2's "
+                        f"{GPT2_VOCAB}; this repository has no tokenizer for it")
+    return {"name": "gpt2", "vocab_size": GPT2_VOCAB, "eot_token": GPT2_VOCAB - 1, "eot_position": "prepend"}
 
 
 def requested_arch(config, defaults):

@@ -16,7 +16,7 @@ import checkpoint  # noqa: E402
 import tokenizer as tok_mod  # noqa: E402
 from errors import UserError  # noqa: E402
 from export_hf import check_exportable, export_checkpoint  # noqa: E402
-from hf_gpt2 import load_hf_gpt2, requested_arch  # noqa: E402
+from hf_gpt2 import load_hf_gpt2, requested_arch, tokenizer_info_for  # noqa: E402
 from hf_tokenizer import gpt2_ranks, vocab_and_merges  # noqa: E402
 from model import GPT, GPTConfig  # noqa: E402
 
@@ -116,6 +116,8 @@ def test_a_key_that_contradicts_the_weights_is_one_line(tmp_path):
         load_hf_gpt2(f"hf:{folder}", requested={"block_size": 64})
     with pytest.raises(UserError, match="has a vocabulary of 300 tokens but the dataset has 257"):
         load_hf_gpt2(f"hf:{folder}", token_vocab=257)
+    with pytest.raises(UserError, match="has a vocabulary of 300 tokens, not GPT-2's 50257; this repository"):
+        tokenizer_info_for(load_hf_gpt2(f"hf:{folder}")[0], f"hf:{folder}")
 
 
 @pytest.mark.parametrize("override, key", [(dict(n_inner=100), "n_inner"),
@@ -145,7 +147,7 @@ def run_py(code, **env):
                           env=dict(ENV, **env), timeout=120)
 
 
-LOAD_GPT2 = ("from errors import exit_on_user_error\nfrom hf_gpt2 import load_hf_gpt2, requested_arch\n"
+LOAD_GPT2 = ("from errors import exit_on_user_error\nfrom hf_gpt2 import load_hf_gpt2, requested_arch, tokenizer_info_for\n"
              "args, sd, notes = exit_on_user_error(lambda: load_hf_gpt2('gpt2'))\nprint(args['n_layer'], len(sd))")
 
 
@@ -250,6 +252,8 @@ def test_a_model_without_biases_exports_with_zero_biases(tmp_path):
 def test_export_then_import_gives_back_the_same_weights(exported):
     ours, _, hf_dir = exported
     args, sd, _ = load_hf_gpt2(f"hf:{hf_dir}")
+    assert tokenizer_info_for(args, "x") == {"name": "gpt2", "vocab_size": 50257, "eot_token": 50256,
+                                             "eot_position": "prepend"}
     assert args == dict(n_layer=2, n_head=2, n_embd=16, block_size=16, bias=True, vocab_size=50257,
                         token_vocab_size=50257, dropout=0.0)
     original = ours.state_dict()
