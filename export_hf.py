@@ -110,9 +110,12 @@ def last_val_loss(out_dir, iter_num):
     return found
 
 
-def model_card(ckpt, val, command):
+def model_card(ckpt, val, command, hf_dir):
     """README.md: what the model is, what it was trained on, how to use it."""
     a, c = ckpt["model_args"], ckpt.get("config", {})
+    origin = c.get("init_from", "scratch")
+    origin = {"scratch": "Trained from scratch", "resume": "Trained (the last start resumed a run)"}.get(
+        origin, f"Fine-tuned from `{origin}`")
     val_text = f"{val[1]:.4f} at iteration {val[0]}" if val and val[1] is not None else "not recorded"
     n_params = sum(v.numel() for k, v in ckpt["model"].items() if k != "lm_head.weight")
     return f"""---
@@ -121,7 +124,7 @@ tags: [gpt2, nanogpt]
 ---
 # GPT-2-architecture model, {n_params / 1e6:.1f}M parameters
 
-Trained from scratch (or fine-tuned) with this repository's `train.py`; exported with
+{origin} with this repository's `train.py`; exported with
 `{command}` on {datetime.date.today().isoformat()}.
 
 - data: dataset `{c.get('dataset', '?')}` (`{c.get('data_dir', '?')}`), GPT-2 BPE tokenizer
@@ -132,11 +135,11 @@ Trained from scratch (or fine-tuned) with this repository's `train.py`; exported
 
 ```python
 from transformers import AutoModelForCausalLM, AutoTokenizer
-model = AutoModelForCausalLM.from_pretrained("DIR")
-tokenizer = AutoTokenizer.from_pretrained("DIR")
+model = AutoModelForCausalLM.from_pretrained("{hf_dir}")
+tokenizer = AutoTokenizer.from_pretrained("{hf_dir}")
 ```
 
-HellaSwag with the EleutherAI harness: `lm_eval --model hf --model_args pretrained=DIR --tasks hellaswag`
+HellaSwag with the EleutherAI harness: `lm_eval --model hf --model_args pretrained={hf_dir} --tasks hellaswag`
 """
 
 
@@ -183,7 +186,7 @@ def export_checkpoint(ckpt_path, hf_dir, force=False, bpe_file=None, command=Non
     encoding = load_tokenizer(tok_info, bpe_file=bpe_file).encoding
     val = last_val_loss(os.path.dirname(ckpt_path), ckpt.get("iter_num", 0)) if os.path.basename(ckpt_path) == "ckpt.pt" \
         else (ckpt.get("best_iter"), ckpt.get("best_val_loss"))
-    card = model_card(ckpt, val, command or f"export_hf.py {ckpt_path} -> {hf_dir}")
+    card = model_card(ckpt, val, command or f"export_hf.py {ckpt_path} -> {hf_dir}", hf_dir)
     write_export(hf_dir, hf_config(model_args, tok_info), hf_state_dict(ckpt["model"], model_args, tok_info),
                  encoding, card, force)
 

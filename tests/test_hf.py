@@ -188,7 +188,7 @@ def save_our_run(out_dir, bias=True, tokenizer="gpt2", seed=0, **model_extra):
     info = {"name": tokenizer, "vocab_size": vocab, "eot_token": vocab - 1, "eot_position": "prepend"}
     os.makedirs(out_dir, exist_ok=True)
     checkpoint.save_atomic({"model": model.state_dict(), "model_args": args, "tokenizer": info,
-                            "config": {"dataset": "tiny", "data_dir": "data/tiny"}, "iter_num": 40,
+                            "config": {"dataset": "tiny", "data_dir": "data/tiny", "init_from": "scratch"}, "iter_num": 40,
                             "best_val_loss": 4.25, "best_iter": 40, "tokens_seen": 40 * 256},
                            os.path.join(out_dir, "best.pt"))
     return model.eval()
@@ -236,6 +236,7 @@ def test_export_loads_in_transformers_with_our_logits(exported):
     card = (hf_dir / "README.md").read_text()
     assert "validation loss: 4.2500 at iteration 40" in card and "10,240 tokens seen" in card
     assert f"python export_hf.py --out_dir={run} --hf_dir={hf_dir}" in card
+    assert card.count(f"pretrained={hf_dir} --tasks hellaswag") == 1 and "Trained from scratch" in card
     assert json.loads((hf_dir / "config.json").read_text())["activation_function"] == "gelu"
 
 
