@@ -325,3 +325,15 @@ def test_an_existing_folder_is_replaced_only_with_force(tmp_path):
     export_checkpoint(str(tmp_path / "run" / "best.pt"), str(tmp_path / "hf"), force=True)
     assert not (tmp_path / "hf" / "old.txt").exists() and (tmp_path / "hf" / "config.json").exists()
     assert sorted(n for n in os.listdir(tmp_path) if n.startswith(".hf")) == []
+
+
+@needs_gpt2
+def test_latest_checkpoint_card_takes_its_val_loss_from_the_metrics_log(tmp_path):
+    run = tmp_path / "run"
+    save_our_run(str(run))
+    os.rename(run / "best.pt", run / "ckpt.pt")  # iter_num 40
+    records = [{"event": "eval", "iter": 20, "val_loss": 5.5}, {"event": "train", "iter": 30, "loss": 5.0},
+               {"event": "eval", "iter": 40, "val_loss": 4.75}, {"event": "eval", "iter": 60, "val_loss": 4.5}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + '{"event": "ev')
+    export_checkpoint(str(run / "ckpt.pt"), str(tmp_path / "hf"))
+    assert "validation loss: 4.7500 at iteration 40" in (tmp_path / "hf" / "README.md").read_text()
