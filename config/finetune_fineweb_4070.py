@@ -35,6 +35,7 @@ gradient_accumulation_steps = 16  # 4 x 1024 x 16 = 65,536 tokens per iteration
 
 # a small constant learning rate: large steps would undo what pretraining learned (nanoGPT uses 3e-5)
 learning_rate = 3e-5
+min_lr = 3e-5  # unused with decay_lr=False; train.py requires min_lr <= learning_rate
 decay_lr = False  # constant, no warmup: the weights are already trained
 max_iters = 500  # 500 x 65,536 = 33M tokens; watch val loss and stop when it stops falling
 weight_decay = 0.1
