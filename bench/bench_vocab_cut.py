@@ -2,7 +2,8 @@
 What cutting the padded vocabulary (50304 -> GPT-2's 50257) costs an export: the val loss of a tiny
 GPT-2-BPE model over all 50304 logits (our loss) and over the first 50257 (what transformers
 computes on the export), as it trains. The padding rows start as ordinary rows (the difference is
-then ~log(50304/50257) = 9.3e-4) and are pushed down by training, since no target ever uses them.
+then ~log(50304/50257) = 9.3e-4); no target ever uses them, so training lowers their logits, but
+not to nothing: the export's loss is below ours by what the padding logits still hold.
 
     python bench/bench_vocab_cut.py [--iters 300]
 
