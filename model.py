@@ -9,7 +9,6 @@ GPTConfig's defaults are plain GPT-2. The options after `token_vocab_size` are t
 projections, logit soft-cap); each is off by default, and with all of them off the
 model, its initialisation and its outputs are exactly GPT-2's.
 """
-import inspect
 import math
 from dataclasses import dataclass
 from typing import Optional
@@ -19,6 +18,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 import facts
+import optim
 from errors import UserError
 
 NORMS = ('layernorm', 'rmsnorm')
@@ -227,18 +227,10 @@ class GPT(nn.Module):
         return cap * torch.tanh(logits / cap) if cap else logits
 
     def configure_optimizers(self, weight_decay, learning_rate, betas, device_type):
-        """AdamW; weight decay on matrices and embeddings (>= 2-D), none on biases and norms."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        decay = [p for p in params if p.dim() >= 2]
-        no_decay = [p for p in params if p.dim() < 2]
-        groups = [
-            {'params': decay, 'weight_decay': weight_decay},
-            {'params': no_decay, 'weight_decay': 0.0},
-        ]
-        use_fused = device_type == 'cuda' and 'fused' in inspect.signature(torch.optim.AdamW).parameters
-        extra = dict(fused=True) if use_fused else dict()
-        optimizer = torch.optim.AdamW(groups, lr=learning_rate, betas=betas, **extra)
-        return optimizer, use_fused
+        """AdamW; weight decay on matrices and embeddings (>= 2-D), none on biases and norms.
+        Returns (optimizer, fused). optim.build() also offers Muon."""
+        return optim.adamw([p for p in self.parameters() if p.requires_grad], weight_decay, learning_rate,
+                           betas, device_type)
 
     @torch.no_grad()
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
