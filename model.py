@@ -21,6 +21,8 @@ import facts
 import optim
 from errors import UserError
 
+# GPTConfig's modern-recipe fields, which train.py's config keys of the same names set
+OPTION_KEYS = ('rope', 'norm', 'qk_norm', 'mlp_act', 'tie_embeddings', 'zero_init', 'logit_softcap')
 NORMS = ('layernorm', 'rmsnorm')
 MLP_ACTS = ('gelu', 'relu2')
 

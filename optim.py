@@ -124,12 +124,21 @@ def build(model, kind, *, learning_rate, muon_lr, weight_decay, betas, device_ty
     return Optimizers(kind, parts, fused)
 
 
+def check_config(c):
+    """One-line errors for train.py's optimizer keys, before anything is loaded."""
+    if c['optimizer'] not in OPTIMIZERS:
+        raise UserError(f"unknown optimizer {c['optimizer']!r}; use one of {', '.join(OPTIMIZERS)}")
+    if c['optimizer'] == 'muon':
+        require_muon()
+        if not c['muon_lr'] > 0:
+            raise UserError(f"muon_lr={c['muon_lr']} must be positive; e.g. --muon_lr=3e-3")
+
+
 def build_from_config(model, config, device_type):
     """build() with its arguments from train.py's resolved config dict."""
-    return build(model, config.get('optimizer', 'adamw'), learning_rate=config['learning_rate'],
-                 muon_lr=config.get('muon_lr', config['learning_rate']), weight_decay=config['weight_decay'],
-                 betas=(config['beta1'], config['beta2']), device_type=device_type,
-                 muon_momentum=config.get('muon_momentum', 0.95))
+    return build(model, config['optimizer'], learning_rate=config['learning_rate'], muon_lr=config['muon_lr'],
+                 weight_decay=config['weight_decay'], betas=(config['beta1'], config['beta2']),
+                 device_type=device_type)
 
 
 def lr_multiplier(it, config):

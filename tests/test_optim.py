@@ -219,3 +219,21 @@ def test_modern_recipe_overfits_one_batch():
         loss.backward()
         opt.step()
     assert loss.item() < 0.1
+
+
+def test_check_config_names_the_bad_key():
+    optim.check_config(dict(optimizer='adamw', muon_lr=0.0))  # muon_lr is unused by adamw
+    optim.check_config(dict(optimizer='muon', muon_lr=3e-3))
+    with pytest.raises(UserError) as e:
+        optim.check_config(dict(optimizer='muon', muon_lr=0.0))
+    assert str(e.value) == "muon_lr=0.0 must be positive; e.g. --muon_lr=3e-3"
+    with pytest.raises(UserError, match="unknown optimizer 'adam'; use one of adamw, muon"):
+        optim.check_config(dict(optimizer='adam', muon_lr=3e-3))
+
+
+def test_build_from_config_reads_train_py_keys():
+    config = dict(optimizer='muon', learning_rate=2e-3, muon_lr=4e-3, weight_decay=0.05, beta1=0.8, beta2=0.99)
+    opt = optim.build_from_config(tiny(), config, 'cpu')
+    muon, decay, no_decay = opt.param_groups
+    assert (muon['lr'], muon['weight_decay']) == (4e-3, 0.05)
+    assert (decay['lr'], decay['betas'], decay['weight_decay'], no_decay['weight_decay']) == (2e-3, (0.8, 0.99), 0.05, 0.0)
