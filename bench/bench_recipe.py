@@ -67,12 +67,12 @@ def orthogonalise_in_float32():
 # warmup 500 / 20000 iterations, cosine to lr / 10
 BASELINE = dict(model={}, dropout=0.1, optimizer='adamw', learning_rate=1e-3, min_lr=1e-4, beta2=0.99,
                 weight_decay=0.1, lr_schedule='cosine', warmup_frac=0.025, decay_frac=0.2)
-# config/train_fineweb_4070_modern.py's recipe
+# config/train_fineweb_4070_modern.py's recipe; dropout, weight decay, betas and warmup as the baseline's
 MODERN = dict(model=dict(rope=True, norm='rmsnorm', qk_norm=True, mlp_act='relu2', tie_embeddings=False,
                          zero_init=True, logit_softcap=30.0),
-              dropout=0.0, optimizer='muon', learning_rate=3e-3, muon_lr=6e-3, min_lr=0.0, beta2=0.95,
-              weight_decay=0.1, lr_schedule='wsd', warmup_frac=0.025, decay_frac=0.4)
-# each option alone on top of the baseline (the modern recipe's value of it)
+              dropout=0.1, optimizer='muon', learning_rate=3e-3, muon_lr=3e-3, min_lr=0.0, beta2=0.99,
+              weight_decay=0.1, lr_schedule='wsd', warmup_frac=0.025, decay_frac=0.2)
+# each change alone on top of the baseline (the modern recipe's value of it)
 ABLATIONS = {
     'rope': dict(model=dict(rope=True)),
     'rmsnorm': dict(model=dict(norm='rmsnorm')),
@@ -81,9 +81,9 @@ ABLATIONS = {
     'untied head': dict(model=dict(tie_embeddings=False)),
     'zero_init': dict(model=dict(zero_init=True)),
     'softcap 30': dict(model=dict(logit_softcap=30.0)),
-    'dropout 0': dict(dropout=0.0),
     'muon': dict(optimizer='muon', muon_lr=MODERN['muon_lr']),
     'wsd': dict(lr_schedule='wsd', min_lr=0.0, decay_frac=MODERN['decay_frac']),
+    'adamw lr 3e-3': dict(learning_rate=3e-3, min_lr=3e-4),
 }
 
 
@@ -160,10 +160,10 @@ def main():
     p.add_argument('--n-layer', type=int, default=4)
     p.add_argument('--n-embd', type=int, default=128)
     p.add_argument('--block', type=int, default=128)
-    p.add_argument('--batch', type=int, default=8)
-    p.add_argument('--iters', type=int, default=250)
-    p.add_argument('--eval-every', type=int, default=25)
-    p.add_argument('--eval-batches', type=int, default=6)
+    p.add_argument('--batch', type=int, default=4)
+    p.add_argument('--iters', type=int, default=150)
+    p.add_argument('--eval-every', type=int, default=15)
+    p.add_argument('--eval-batches', type=int, default=4)
     p.add_argument('--seeds', type=int, default=2)
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--no-ablation', action='store_true')
