@@ -300,3 +300,20 @@ def test_bad_option_is_a_one_line_error(bad, message):
     with pytest.raises(UserError) as e:
         GPTConfig(**args)
     assert str(e.value) == message
+
+
+def test_sample_py_loads_a_checkpoint_with_every_option(tmp_path):
+    import dataclasses
+    import os
+    import subprocess
+    import sys
+    model = tiny(**OPTIONS['all'])
+    tokenizer = {"name": "byte", "vocab_size": 257, "eot_token": 256, "eot_position": "prepend"}
+    torch.save({'model': model.state_dict(), 'model_args': dataclasses.asdict(model.config), 'tokenizer': tokenizer},
+               tmp_path / 'best.pt')
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    p = subprocess.run([sys.executable, 'sample.py', f'--out_dir={tmp_path}', '--start=the cat', '--num_samples=1',
+                        '--max_new_tokens=8', '--device=cpu', '--compile=False'], cwd=root, capture_output=True,
+                       text=True, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith('the cat') and p.stdout.endswith('---------------\n')
