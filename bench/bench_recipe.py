@@ -87,6 +87,11 @@ ABLATIONS = {
 }
 
 
+# each model option switched back to GPT-2's in the modern recipe (--leave-one-out)
+GPT2_VALUES = dict(rope=False, norm='layernorm', qk_norm=False, mlp_act='gelu', tie_embeddings=True,
+                   zero_init=False, logit_softcap=0.0)
+
+
 def recipe_with(base, change):
     r = dict(base, **{k: v for k, v in change.items() if k != 'model'})
     r['model'] = dict(base['model'], **change.get('model', {}))
@@ -167,6 +172,9 @@ def main():
     p.add_argument('--seeds', type=int, default=2)
     p.add_argument('--threads', type=int, default=1)
     p.add_argument('--no-ablation', action='store_true')
+    p.add_argument('--leave-one-out', metavar='OPTIONS',
+                   help="only train the modern recipe, whole and without each of these comma-separated model "
+                        "options (e.g. norm,qk_norm,zero_init), seed 0")
     p.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                    help="override a modern-recipe setting, e.g. --set muon_lr=0.01 (for measuring the recipe)")
     args = p.parse_args()
@@ -186,6 +194,10 @@ def main():
     print(f"shape {shape}, {args.iters} iterations = {tokens:,} tokens ({tokens / train_file.num_tokens:.2f} epochs "
           f"of data/demo), {args.threads} thread(s), load average {os.getloadavg()[0]:.1f}")
     t_start = time.time()
+    if args.leave_one_out:
+        leave_one_out(modern, args.leave_one_out.split(','), shape, args, train_file, windows)
+        print(f"total {time.time() - t_start:.0f} s, load average now {os.getloadavg()[0]:.1f}")
+        return
     runs = {'baseline': [], 'modern': [], 'modern, half the tokens': []}
     for seed in range(args.seeds):
         runs['baseline'].append(train(BASELINE, shape, seed, args.iters, args.eval_every, train_file, windows))
@@ -221,6 +233,16 @@ def ablation(baselines, shape, args, train_file, windows, tokens):
         reach = tokens_to_reach(curve, base_final)
         frac = f"{reach / tokens:.2f}x" if reach is not None else "not reached"
         print(f"{name:<14} {curve[-1][1]:>9.4f} {curve[-1][1] - base_final:>+11.4f} {frac:>25}", flush=True)
+
+
+def leave_one_out(modern, options, shape, args, train_file, windows):
+    whole = train(modern, shape, 0, args.iters, args.eval_every, train_file, windows)[-1][1]
+    print(f"\nleave one out, seed 0: the modern recipe (final {whole:.4f}) without one option")
+    print(f"{'without':<16} {'final val':>9} {'vs modern':>10}")
+    for name in options:
+        curve = train(recipe_with(modern, dict(model={name: GPT2_VALUES[name]})), shape, 0, args.iters,
+                      args.eval_every, train_file, windows)
+        print(f"{name:<16} {curve[-1][1]:>9.4f} {curve[-1][1] - whole:>+10.4f}", flush=True)
 
 
 if __name__ == '__main__':
