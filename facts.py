@@ -18,29 +18,39 @@ def padded_vocab_size(vocab_size, multiple=64):
     return ((vocab_size + multiple - 1) // multiple) * multiple
 
 
-def param_counts(n_layer, n_embd, vocab_size, block_size, bias=False):
-    """Exact parameter counts of model.GPT (LM head tied to the token embedding).
+def param_counts(n_layer, n_embd, vocab_size, block_size, bias=False, *,
+                 rope=False, norm="layernorm", tie_embeddings=True):
+    """Exact parameter counts of model.GPT, options as in model.GPTConfig: rope removes the
+    position table, norm='rmsnorm' (parameter-free) removes the norm weights, an untied LM head
+    adds its own vocab_size x n_embd matrix.
 
-    'non_embedding' excludes both the token and the position embedding
-    (Kaplan et al.'s N), which is what scaling laws count.
+    'non_embedding' excludes the token and position embeddings and an untied head (Kaplan
+    et al.'s N excludes every vocabulary and positional embedding), which is what scaling
+    laws count; it does not depend on tying.
     """
     d = n_embd
     b = 1 if bias else 0
-    ln = d + b * d                                   # LayerNorm weight (+ bias)
+    ln = 0 if norm == "rmsnorm" else d + b * d       # LayerNorm weight (+ bias); RMSNorm has none
     attn = (d * 3 * d + b * 3 * d) + (d * d + b * d)  # c_attn + c_proj
     mlp = (d * 4 * d + b * 4 * d) + (4 * d * d + b * d)  # c_fc + c_proj
     per_block = 2 * ln + attn + mlp
     wte = vocab_size * d
-    wpe = block_size * d
-    total = wte + wpe + n_layer * per_block + ln  # + final LayerNorm
-    return {"params": total, "non_embedding_params": total - wte - wpe}
+    wpe = 0 if rope else block_size * d
+    head = 0 if tie_embeddings else vocab_size * d
+    total = wte + wpe + head + n_layer * per_block + ln  # + final norm
+    return {"params": total, "non_embedding_params": total - wte - wpe - head}
 
 
-def flops_per_token(n_layer, n_embd, vocab_size, block_size, bias=False):
+def flops_per_token(n_layer, n_embd, vocab_size, block_size, bias=False, *,
+                    rope=False, norm="layernorm", tie_embeddings=True):
     """Training FLOPs (forward + backward) per token, PaLM appendix B as nanoGPT counts it:
-    6 * (params without the position embedding, LM head included) + 12 * L * d * T for attention."""
-    counts = param_counts(n_layer, n_embd, vocab_size, block_size, bias)
-    n = counts["params"] - block_size * n_embd
+    6 * (the parameters used in matmuls: all but the position table and, when the head is
+    untied, the token embedding, which is a lookup) + 12 * L * d * T for attention.
+    The LM head is counted once either way; the options' elementwise work (rotary, soft-cap,
+    ReLU^2, QK-norm) is not counted, as nanoGPT does not count GELU or LayerNorm."""
+    counts = param_counts(n_layer, n_embd, vocab_size, block_size, bias,
+                          rope=rope, norm=norm, tie_embeddings=tie_embeddings)
+    n = counts["params"] - (0 if rope else block_size * n_embd) - (0 if tie_embeddings else vocab_size * n_embd)
     return 6 * n + 12 * n_layer * n_embd * block_size
 
 
