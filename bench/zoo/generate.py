@@ -1,0 +1,146 @@
+"""
+Generate the ground-truth zoo: train every run in configs.py on CPU, check each shows its verdict,
+render it into every log format people paste, cut seeded excerpts, write the fixtures.
+
+    python -m bench.zoo.generate                     # everything: ~15 min on 2 busy CPU cores
+    python -m bench.zoo.generate --reuse             # re-label / re-render the runs already trained
+    python -m bench.zoo.generate --only overfit_tiny # some runs (the others' fixtures are kept)
+
+Runs are trained in --work (default /tmp/zoo_build; metrics and nanoGPT stdout stay there) and
+the fixtures written to --out (default tests/fixtures/zoo): <run>/<format file> for each
+rendering, labels.json (verdict, reason, evidence, expect/forbid per run) and excerpts.json.
+A run whose metrics do not show its verdict is dropped (said on stdout), never kept mislabelled.
+"""
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from bench.zoo import checks, configs, excerpts, render, runners, series  # noqa: E402
+
+REFERENCE = "healthy_cosine"  # the working-LR run the LR-too-low run is compared with
+
+
+def train_all(runs, work, folders, reuse):
+    """Train (or reuse) each run in work/runs/<name>; returns {name: seconds}."""
+    times = {}
+    for spec in runs:
+        out = os.path.join(work, "runs", spec["name"])
+        done = os.path.join(out, "stdout.txt")
+        if reuse and os.path.exists(done):
+            continue
+        shutil.rmtree(out, ignore_errors=True)
+        os.makedirs(out)
+        data = folders[spec["dataset"]]
+        if spec["trainer"] == "train.py":
+            secs, stdout = runners.train_py(spec["config"], data, out)
+        else:
+            secs, stdout = runners.nanogpt(spec["config"], data, os.path.join(work, "nanogpt", spec["name"]),
+                                           spec["dataset"])
+        with open(done, "w") as f:
+            f.write(stdout)
+        times[spec["name"]] = round(secs, 1)
+        print(f"trained {spec['name']} ({spec['trainer']}) in {secs:.0f} s", flush=True)
+    return times
+
+
+def load_series(spec, work, folders):
+    out = os.path.join(work, "runs", spec["name"])
+    if spec["trainer"] == "train.py":
+        return series.read_metrics(os.path.join(out, "metrics.jsonl"))
+    with open(os.path.join(folders[spec["dataset"]], "meta.json")) as f:
+        data = json.load(f)
+    with open(os.path.join(out, "stdout.txt")) as f:
+        return series.read_nanogpt_stdout(f.read(), spec["config"], data)
+
+
+def label(spec, s, reference):
+    ok, evidence = checks.check(spec["verdict"], s, reference)
+    expect, forbid = checks.VERDICTS[spec["verdict"]]
+    return ok, dict(run=spec["name"], verdict=spec["verdict"], trainer=spec["trainer"], dataset=spec["dataset"],
+                    reason=spec["why"], evidence=evidence, expect=list(expect), forbid=list(forbid),
+                    facts=dict(tokens_per_iter=series.tokens_per_iter(s), train_tokens=s["data"]["train_tokens"],
+                               vocab_size=s["data"]["tokenizer"]["vocab_size"]))
+
+
+def write_run(spec, s, work, out_dir):
+    """The renderings of one run into out_dir/<run>/; returns {format: file name}."""
+    dst = os.path.join(out_dir, spec["name"])
+    shutil.rmtree(dst, ignore_errors=True)
+    os.makedirs(dst)
+    files = {}
+    if spec["trainer"] == "nanoGPT":  # its own stdout is the rendering; its loss is one micro-batch's
+        shutil.copyfile(os.path.join(work, "runs", spec["name"], "stdout.txt"), os.path.join(dst, "nanogpt.txt"))
+        return {"nanogpt": "nanogpt.txt"}
+    shutil.copyfile(os.path.join(work, "runs", spec["name"], "metrics.jsonl"), os.path.join(dst, "metrics.jsonl"))
+    files["metrics.jsonl"] = "metrics.jsonl"
+    for fmt, (name, fn) in render.FORMATS.items():
+        lines = fn(s)
+        render.write_lines(os.path.join(dst, name), lines)
+        files[fmt] = name
+    return files
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--work", default="/tmp/zoo_build", help="where runs are trained (kept for --reuse)")
+    p.add_argument("--out", default=os.path.join(ROOT, "tests", "fixtures", "zoo"), help="fixture folder")
+    p.add_argument("--reuse", action="store_true", help="do not retrain runs whose stdout.txt exists")
+    p.add_argument("--only", nargs="+", metavar="RUN", help="only these runs")
+    p.add_argument("--excerpts", type=int, default=3, help="excerpts cut from each rendering")
+    args = p.parse_args(argv)
+    t0 = time.time()
+    runs = [r for r in configs.ALL_RUNS if not args.only or r["name"] in args.only]
+    os.makedirs(args.work, exist_ok=True)
+    folders = runners.build_datasets(args.work)
+    times = train_all(runs, args.work, folders, args.reuse)
+    ref_spec = next(r for r in configs.ALL_RUNS if r["name"] == REFERENCE)
+    reference = load_series(ref_spec, args.work, folders)
+
+    labels_path, cuts_path = os.path.join(args.out, "labels.json"), os.path.join(args.out, "excerpts.json")
+    labels = _read(labels_path, {"runs": {}})["runs"]
+    cuts = [c for c in _read(cuts_path, {"excerpts": []})["excerpts"] if c["run"] not in {r["name"] for r in runs}]
+    for spec in runs:
+        s = load_series(spec, args.work, folders)
+        ok, lab = label(spec, s, reference)
+        if not ok:
+            print(f"DROPPED {spec['name']}: its metrics do not show '{spec['verdict']}': {lab['evidence']}")
+            labels.pop(spec["name"], None)
+            shutil.rmtree(os.path.join(args.out, spec["name"]), ignore_errors=True)
+            continue
+        lab["files"] = write_run(spec, s, args.work, args.out)
+        lab["train_seconds"] = times.get(spec["name"], labels.get(spec["name"], {}).get("train_seconds"))
+        labels[spec["name"]] = lab
+        cuts += excerpts.cut_run(lab, args.out, s, per_file=args.excerpts)
+        print(f"kept {spec['name']}: {spec['verdict']} {lab['evidence']}")
+    _write(labels_path, {"note": "ground truth of the zoo: bench/zoo/generate.py; checks in bench/zoo/checks.py",
+                         "runs": dict(sorted(labels.items()))})
+    _write(cuts_path, {"note": "excerpts: lines [start, start + length) of a rendering; bench/zoo/excerpts.py",
+                       "excerpts": sorted(cuts, key=lambda c: (c["run"], c["file"], c["start"]))})
+    print(f"zoo: {len(labels)} runs, {len(cuts)} excerpts in {args.out}; {time.time() - t0:.0f} s")
+
+
+def _read(path, default):
+    if not os.path.exists(path):
+        return default
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write(path, obj):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f, indent=1)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    main()
