@@ -28,6 +28,7 @@ VERDICTS = {
     "lr_limited": (("lr_limited",), ("overfitting", "repeat", "instability", "not_learning", "plateau")),
     "divergence": (("instability",), ("overfitting", "repeat", "plateau")),
     "spikes": (("instability",), ("overfitting", "repeat", "not_learning")),
+    "loss_scale": (("instability",), ("overfitting", "repeat")),
     "not_learning": (("not_learning",), ("overfitting", "repeat", "instability")),
     "leakage": (("leakage", "repeat"), ("overfitting", "instability", "not_learning")),
 }
@@ -73,17 +74,23 @@ def overfitting(series):
 
 
 def still_improving(series):
-    """Val over the last third of the evals falls by more than 2 SE, and the last eval is the best."""
+    """Val still falls: the least-squares slope over the last half of the evals is below zero by more
+    than 2 of its standard errors (from the eval SE), and the last eval is within 2 SE of the best."""
     ev = _evals(series)
-    if len(ev) < 4:
+    if len(ev) < 6:
         return False, {"evals": len(ev)}
-    ref = ev[len(ev) * 2 // 3 - 1]
+    half = ev[len(ev) // 2:]
     se = _se(ev)
-    fall = ref["val_loss"] - ev[-1]["val_loss"]
+    xs, ys = [e["iter"] for e in half], [e["val_loss"] for e in half]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxx = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx
+    slope_se = se / math.sqrt(sxx)
     best = min(e["val_loss"] for e in ev)
-    ok = fall > 2 * se and ev[-1]["val_loss"] <= best + se
-    return ok, dict(ref_iter=ref["iter"], ref_val=round(ref["val_loss"], 4), last_iter=ev[-1]["iter"],
-                    last_val=round(ev[-1]["val_loss"], 4), fall=round(fall, 4), se=round(se, 4))
+    ok = slope < -2 * slope_se and ev[-1]["val_loss"] <= best + 2 * se
+    span = xs[-1] - xs[0]
+    return ok, dict(from_iter=xs[0], last_iter=xs[-1], last_val=round(ys[-1], 4),
+                    fall_fitted=round(-slope * span, 4), fall_fitted_se=round(slope_se * span, 4), se=round(se, 4))
 
 
 def healthy(series):
@@ -139,7 +146,7 @@ def lr_limited(series, reference=None):
         ref_val = _evals(reference)[-1]["val_loss"]
         out.update(reference_val=round(ref_val, 4), last_val=round(ev[-1]["val_loss"], 4))
         too_low = ev[-1]["val_loss"] > ref_val + 0.5 and improving
-    out.update(undecayed=undecayed, too_low=too_low, still_falling=improving, fall=imp.get("fall"))
+    out.update(undecayed=undecayed, too_low=too_low, still_falling=improving, fall_fitted=imp.get("fall_fitted"))
     return undecayed or too_low, out
 
 
@@ -206,6 +213,16 @@ def leakage(series):
     return ok, dict(evals=len(ev), max_gap=max(gaps) if gaps else None, epochs=round(epochs_at_end(series), 3))
 
 
+def loss_scale(series):
+    """fp16 loss-scale trouble: the GradScaler's scale falls at least 64-fold below where it started
+    (each fall is an overflow: a skipped step)."""
+    scales = finite(column(series["train"], "grad_scale"))
+    if not scales:
+        return False, {"grad_scale": None}
+    falls = sum(1 for a, b in zip(scales, scales[1:]) if b < a)
+    return scales[0] / min(scales) >= 64, dict(first_scale=scales[0], min_scale=min(scales), falls=falls)
+
+
 def check(verdict, series, reference=None):
     """(ok, evidence) for a verdict."""
     if verdict == "healthy":
@@ -230,4 +247,6 @@ def check(verdict, series, reference=None):
         return not_learning(series)
     if verdict == "leakage":
         return leakage(series)
+    if verdict == "loss_scale":
+        return loss_scale(series)
     raise ValueError(f"unknown verdict {verdict!r}; one of {', '.join(VERDICTS)}")

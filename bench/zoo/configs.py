@@ -54,10 +54,18 @@ RUNS = [
     run("cosine_stopped_early", "lr_limited", "demo",
         "cosine planned over 4000 iterations, stopped at 400: the LR never decays", max_iters=400,
         lr_decay_iters=4000),
-    run("diverge_lr_high", "divergence", "demo", "lr 0.3, no warmup, no clipping", max_iters=200,
-        learning_rate=0.3, min_lr=0.3, warmup_iters=0, decay_lr=False, grad_clip=0.0, eval_interval=20),
-    run("spikes_lr_edge", "spikes", "demo", "lr 2e-2 without clipping: loss spikes that recover",
-        max_iters=400, learning_rate=2e-2, min_lr=2e-3, warmup_iters=0, grad_clip=0.0),
+    run("diverge_lr_high", "divergence", "demo",
+        "warmup to lr 2.0 over 100 iterations, no clipping: falls at first, then blows up and stays up",
+        max_iters=250, learning_rate=2.0, warmup_iters=100, lr_schedule="constant", grad_clip=0.0),
+    run("spikes_lr_edge", "spikes", "demo",
+        "warmup to lr 0.3 over 40 iterations, no clipping: loss spikes that recover", max_iters=300,
+        learning_rate=0.3, warmup_iters=40, lr_schedule="constant", grad_clip=0.0),
+    run("spikes_lr_edge_b", "spikes", "demo", "lr 2e-2 without clipping, another seed", max_iters=300,
+        learning_rate=2e-2, min_lr=2e-3, warmup_iters=0, grad_clip=0.0, seed=21),
+    run("loss_scale_fp16", "loss_scale", "demo",
+        "float16 with a GradScaler on CPU, warmup to lr 2.0 without clipping: overflows halve the loss scale",
+        max_iters=150, dtype="float16", learning_rate=2.0, warmup_iters=50, lr_schedule="constant",
+        grad_clip=0.0, eval_interval=50, eval_iters=5, max_bad_steps=1000),
     run("lr_zero", "not_learning", "demo", "learning_rate 0: the weights never change", max_iters=150,
         learning_rate=0.0, min_lr=0.0),
     run("leak_val_is_train", "leakage", "tiny_leak",
@@ -80,14 +88,15 @@ def nanogpt_run(name, verdict, dataset, why, **overrides):
 
 NANOGPT_RUNS = [
     nanogpt_run("nanogpt_healthy", "healthy", "demo", "0.37 epoch of demo, cosine, 4 micro-batches of 2",
-                max_iters=400),
+                max_iters=400, eval_iters=100),  # nanoGPT evaluates on random batches: more of them
     nanogpt_run("nanogpt_overfit", "overfitting", "tiny", "4 x 128 on 18k tokens, ~17 epochs, 4 micro-batches",
                 max_iters=600, n_layer=4, n_head=4, n_embd=128, learning_rate=2e-3, min_lr=2e-4),
     nanogpt_run("nanogpt_plateau", "plateau", "demo", "1 x 16 at a constant LR, 4 micro-batches",
                 max_iters=600, n_layer=1, n_head=1, n_embd=16, learning_rate=1e-2, decay_lr=False,
                 eval_interval=50),
-    nanogpt_run("nanogpt_diverge", "divergence", "demo", "lr 0.3 without warmup or clipping", max_iters=200,
-                learning_rate=0.3, min_lr=0.3, warmup_iters=0, decay_lr=False, grad_clip=0.0, eval_interval=20),
+    nanogpt_run("nanogpt_diverge", "divergence", "demo", "warmup to lr 2.0 over 100 iterations, no clipping",
+                max_iters=250, learning_rate=2.0, warmup_iters=100, lr_decay_iters=100000, min_lr=2.0,
+                grad_clip=0.0),
 ]
 
 ALL_RUNS = RUNS + NANOGPT_RUNS

@@ -13,7 +13,7 @@ import random
 import re
 
 from bench.zoo import checks, render
-from bench.zoo.series import NANOGPT_EVAL, NANOGPT_ITER
+from bench.zoo.series import NANOGPT_EVAL, NANOGPT_ITER, open_text
 
 MIN_LINES, MAX_LINES = 5, 40
 # which eval fields each format's lines show (the rest of an eval record is unseen)
@@ -24,7 +24,7 @@ SHOWS_LR = ("metrics.jsonl", "llmc", "hf-trainer", "megatron", "wandb-csv")
 
 def refs_of(fmt, path, series):
     """The record each line of a rendering shows (see render.py), recomputed from the series."""
-    with open(path) as f:
+    with open_text(path) as f:
         text = f.read()
     lines = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
     if fmt == "metrics.jsonl":
@@ -119,7 +119,7 @@ def cut_run(label, out_dir, s, per_file=3):
     import os
     cuts = []
     for fmt, name in label["files"].items():
-        path = os.path.join(out_dir, label["run"], name)
+        path = os.path.join(out_dir, label["run"], name + ".gz")
         lines, refs = refs_of(fmt, path, s)
         spans = [(0, len(lines))] + cut_spans(f"{label['run']}/{name}", len(lines), per_file)
         for n, (start, length) in enumerate(spans):
@@ -132,7 +132,7 @@ def cut_run(label, out_dir, s, per_file=3):
 def cut_text(path, start, length, fmt=None):
     """The text of a cut: lines [start, start + length) of the file; a CSV cut keeps its header line
     (a CSV pasted without it is no table)."""
-    with open(path) as f:
+    with open_text(path) as f:
         lines = f.read().split("\n")
     if lines and lines[-1] == "":
         lines.pop()

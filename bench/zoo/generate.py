@@ -7,11 +7,12 @@ render it into every log format people paste, cut seeded excerpts, write the fix
     python -m bench.zoo.generate --only overfit_tiny # some runs (the others' fixtures are kept)
 
 Runs are trained in --work (default /tmp/zoo_build; metrics and nanoGPT stdout stay there) and
-the fixtures written to --out (default tests/fixtures/zoo): <run>/<format file> for each
-rendering, labels.json (verdict, reason, evidence, expect/forbid per run) and excerpts.json.
+the fixtures written to --out (default tests/fixtures/zoo): <run>/<format file>.gz for each
+rendering (gzip keeps the folder small; bench/zoo/series.open_text reads them), labels.json (verdict, reason, evidence, expect/forbid per run) and excerpts.json.
 A run whose metrics do not show its verdict is dropped (said on stdout), never kept mislabelled.
 """
 import argparse
+import gzip
 import json
 import os
 import shutil
@@ -70,21 +71,33 @@ def label(spec, s, reference):
 
 
 def write_run(spec, s, work, out_dir):
-    """The renderings of one run into out_dir/<run>/; returns {format: file name}."""
+    """The renderings of one run, gzip-compressed, into out_dir/<run>/<name>.gz; returns {format: name}."""
     dst = os.path.join(out_dir, spec["name"])
     shutil.rmtree(dst, ignore_errors=True)
     os.makedirs(dst)
-    files = {}
+    src = os.path.join(work, "runs", spec["name"])
     if spec["trainer"] == "nanoGPT":  # its own stdout is the rendering; its loss is one micro-batch's
-        shutil.copyfile(os.path.join(work, "runs", spec["name"], "stdout.txt"), os.path.join(dst, "nanogpt.txt"))
-        return {"nanogpt": "nanogpt.txt"}
-    shutil.copyfile(os.path.join(work, "runs", spec["name"], "metrics.jsonl"), os.path.join(dst, "metrics.jsonl"))
-    files["metrics.jsonl"] = "metrics.jsonl"
-    for fmt, (name, fn) in render.FORMATS.items():
-        lines = fn(s)
-        render.write_lines(os.path.join(dst, name), lines)
-        files[fmt] = name
-    return files
+        texts = {"nanogpt": ("nanogpt.txt", _read_text(os.path.join(src, "stdout.txt")))}
+    else:
+        texts = {"metrics.jsonl": ("metrics.jsonl", _read_text(os.path.join(src, "metrics.jsonl")))}
+        for fmt, (name, fn) in render.FORMATS.items():
+            texts[fmt] = (name, "".join(line + "\n" for line, _ in fn(s)))
+    for name, text in texts.values():
+        write_gzip(os.path.join(dst, name + ".gz"), text)
+    return {fmt: name for fmt, (name, _) in texts.items()}
+
+
+def _read_text(path):
+    with open(path) as f:
+        return f.read()
+
+
+def write_gzip(path, text):
+    """Deterministic gzip (no time stamp, no file name), written to a temporary name and renamed."""
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as f:
+        f.write(text.encode("utf-8"))
+    os.replace(tmp, path)
 
 
 def main(argv=None):

@@ -14,7 +14,6 @@ Numbers are printed with each tool's own precision.
 import csv
 import io
 import math
-import os
 import statistics
 
 from bench.zoo.series import tokens_per_iter
@@ -151,20 +150,23 @@ def hf_trainer(s):
 
 def megatron(s):
     """Megatron-LM: `iteration N/ M | ... | lm loss: X | loss scale: 1.0 | grad norm: G |` every
-    MEGATRON_INTERVAL iterations (N counts iterations done; the loss is the interval's mean), and the
-    validation block."""
+    MEGATRON_INTERVAL iterations (N counts iterations done; the loss is the interval's mean; the loss
+    scale is the GradScaler's in fp16, 1.0 in fp32), and the validation block."""
     total, gbs = s["config"]["max_iters"], s["config"]["batch_size"]
     events = [(r["iter"] + 0.5, "train", end, mean) for end, mean, r in _interval_means(s, MEGATRON_INTERVAL)]
     events += [(e["iter"], "eval", i, None) for i, e in enumerate(s["eval"]) if e["iter"] > 0]
-    lines = []
+    lines, start = [], 0
     for _, kind, i, mean in sorted(events):
         if kind == "train":
             r = s["train"][i]
             n = r["iter"] + 1
+            skipped, nans = _skipped(s["train"], start, i)
+            start = i + 1
             lines.append((f" iteration {n:8d}/{total:8d} | consumed samples: {n * gbs:12d} | elapsed time per "
                           f"iteration (ms): {r['dt_ms']:.1f} | learning rate: {r['lr']:.3E} | global batch size: "
-                          f"{gbs:5d} | lm loss: {mean:.6E} | loss scale: 1.0 | grad norm: {_f(r['grad_norm'], '.3f')} | "
-                          f"number of skipped iterations:   0 | number of nan iterations:   0 |", (kind, i, {"loss": mean})))
+                          f"{gbs:5d} | lm loss: {mean:.6E} | loss scale: {r.get('grad_scale') or 1.0:.1f} | "
+                          f"grad norm: {_f(r['grad_norm'], '.3f')} | number of skipped iterations: {skipped:3d} | "
+                          f"number of nan iterations: {nans:3d} |", (kind, i, {"loss": mean})))
         else:
             e = s["eval"][i]
             bar = "-" * 100
@@ -177,6 +179,14 @@ def megatron(s):
 
 WANDB_COLUMNS = ("_step", "_runtime", "iter", "train/loss", "lr", "grad_norm", "tokens_per_sec",
                  "train/loss_eval", "val/loss")
+
+
+def _skipped(train, first, last):
+    """Steps in records first..last that the GradScaler skipped (its scale fell) and non-finite losses."""
+    skipped = sum(1 for k in range(max(first, 1), last + 1)
+                  if (train[k].get("grad_scale") or 0) < (train[k - 1].get("grad_scale") or 0))
+    nans = sum(1 for k in range(first, last + 1) if not math.isfinite(train[k]["loss"]))
+    return skipped, nans
 
 
 def wandb_csv(s):
@@ -222,11 +232,3 @@ FORMATS = {
     "megatron": ("megatron.txt", megatron),
     "wandb-csv": ("wandb_history.csv", wandb_csv),
 }
-
-
-def write_lines(path, lines):
-    """The rendered text, written to a temporary name and renamed."""
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write("".join(line + "\n" for line, _ in lines))
-    os.replace(tmp, path)

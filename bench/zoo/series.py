@@ -5,15 +5,21 @@ come from the code it measures): metrics.jsonl records, or the stdout of unmodif
 A Series is a dict: 'train' and 'eval' (lists of dicts, in iteration order), 'config', 'data'
 (meta.json facts) and 'source' ('train.py' or 'nanoGPT').
 """
+import gzip
 import json
 import math
 import re
 
 
+def open_text(path):
+    """A text file, gzip-compressed when its name ends in .gz (the committed fixtures are)."""
+    return gzip.open(path, "rt") if path.endswith(".gz") else open(path)
+
+
 def read_metrics(path):
     """train.py's metrics.jsonl as a Series (one run record, train/eval records, the rest ignored)."""
     run, train, evals = {}, [], []
-    with open(path) as f:
+    with open_text(path) as f:
         for line in f:
             rec = json.loads(line)
             if rec["event"] == "run" and not run:
