@@ -10,7 +10,9 @@ false-alarm rate of each finding id (goal <= 5% per finding; 0 warnings on healt
     python bench/bench_accuracy.py --json acc.json # the figures as JSON too
 
 A label says which categories the diagnosis must raise ('expect') and must not raise ('forbid');
-a category in neither is open and not scored. How a category is read from the findings is the
+a category in neither is open and not scored. An item is 'all right' when diagnose read it, raised
+every expected category and none forbidden; recall counts expected categories raised; a false alarm
+is an item with a forbidden category raised. How a category is read from the findings is the
 CATEGORY_FINDINGS table below: when a detector's id changes, change one line there.
 """
 import argparse
@@ -101,7 +103,8 @@ def diagnose(path, facts):
 
 
 def zoo_items(zoo, excerpts):
-    """(item, path) for every whole rendering and, with excerpts, every cut (written to a temp file)."""
+    """(item, path) for every whole rendering and, with excerpts, every cut (each written to a temp file
+    under the rendering's own name: diagnose reads .jsonl by its name)."""
     from bench.zoo.excerpts import cut_text
     with open(os.path.join(zoo, "labels.json")) as f:
         runs = json.load(f)["runs"]
@@ -111,13 +114,10 @@ def zoo_items(zoo, excerpts):
     for i, c in enumerate(cuts):
         if not c["whole"] and not excerpts:
             continue
-        path = os.path.join(zoo, c["file"])
-        if not c["whole"]:
-            ext = os.path.splitext(path)[1]
-            cut = os.path.join(tmp, f"cut{i}{ext}")
-            with open(cut, "w") as f:
-                f.write(cut_text(path, c["start"], c["length"], c["format"]))
-            path = cut
+        cut = os.path.join(tmp, f"{i}_{os.path.basename(c['file'])}")  # the fixtures are gzipped
+        with open(cut, "w") as f:
+            f.write(cut_text(os.path.join(zoo, c["file"] + ".gz"), c["start"], c["length"], c["format"]))
+        path = cut
         item = dict(c, name=f"{c['file']}[{c['start']}:+{c['length']}]", facts=runs[c["run"]]["facts"],
                     set="zoo-whole" if c["whole"] else "zoo-excerpt")
         yield item, path
@@ -149,6 +149,11 @@ def score(items):
     return rows
 
 
+def right(r):
+    """Read, every expected category raised, none forbidden raised."""
+    return not r["unreadable"] and len(r["hits"]) == len(r["expect"]) and not r["false"]
+
+
 def pct(a, b):
     return f"{100 * a / b:5.1f}% ({a}/{b})" if b else "      -"
 
@@ -159,11 +164,11 @@ def table_verdicts(rows):
     for r in rows:
         by[r["verdict"]].append(r)
     for v, rs in sorted(by.items()):
-        right = sum(1 for r in rs if len(r["hits"]) == len(r["expect"]) and not r["false"])
+        n_right = sum(1 for r in rs if right(r))
         exp = sum(len(r["expect"]) for r in rs)
         hits = sum(len(r["hits"]) for r in rs)
         fa = sum(1 for r in rs if r["false"])
-        out.append(f"{v:26s} {len(rs):5d}  {pct(right, len(rs)):18s} {pct(hits, exp):18s} {pct(fa, len(rs))}")
+        out.append(f"{v:26s} {len(rs):5d}  {pct(n_right, len(rs)):18s} {pct(hits, exp):18s} {pct(fa, len(rs))}")
     return out
 
 
@@ -197,8 +202,8 @@ def table_formats(rows):
     for r in rows:
         by[r["format"]].append(r)
     for fmt, rs in sorted(by.items()):
-        right = sum(1 for r in rs if len(r["hits"]) == len(r["expect"]) and not r["false"])
-        out.append(f"{fmt:16s} {len(rs):5d}  {pct(right, len(rs)):18s} {pct(sum(r['unreadable'] for r in rs), len(rs))}")
+        n_right = sum(1 for r in rs if right(r))
+        out.append(f"{fmt:16s} {len(rs):5d}  {pct(n_right, len(rs)):18s} {pct(sum(r['unreadable'] for r in rs), len(rs))}")
     return out
 
 
@@ -237,7 +242,7 @@ def main(argv=None):
     if args.misses:
         for rows in out.values():
             for r in rows:
-                if r["false"] or len(r["hits"]) < len(r["expect"]):
+                if not right(r):
                     missed = [c for c in r["expect"] if c not in r["hits"]]
                     print(f"MISS {r['name']}: missed {missed} false {r['false']} (raised {r['raised']})")
     print(f"bench_accuracy: {sum(len(v) for v in out.values())} items in {time.time() - t0:.0f} s")

@@ -6,8 +6,8 @@ run whose metrics do not show its verdict is dropped, never kept with a wrong la
 
 Datasets (built by generate.py from the embedded demo corpus, byte tokenizer, vocabulary 257):
   demo   all 345 documents (~554k train tokens): a model of ~0.1M params sees < 1 epoch
-  small  the first 60 documents (~90k tokens): a few epochs without damage
-  tiny   12 documents (~18k tokens): many epochs, memorised
+  small  the first 60 documents (~133k train tokens): a few epochs without damage
+  tiny   12 documents (~19k train tokens): many epochs, memorised
   tiny_leak  tiny with val.bin a copy of train.bin (the validation split leaks the training data)
 """
 
@@ -40,12 +40,12 @@ RUNS = [
         max_iters=300, n_layer=3, n_head=3, n_embd=96, dropout=0.1, learning_rate=2e-3, seed=11),
     run("healthy_short", "healthy", "demo", "a short run stopped while val still falls fast (constant LR)",
         max_iters=150, decay_lr=False, seed=3),
-    run("overfit_tiny", "overfitting", "tiny", "4 x 128 (0.8M params) on 18k tokens, ~17 epochs, no dropout",
+    run("overfit_tiny", "overfitting", "tiny", "4 x 128 (0.8M params) on 19k tokens, ~16 epochs, no dropout",
         max_iters=600, n_layer=4, n_head=4, n_embd=128, learning_rate=2e-3, min_lr=2e-4),
-    run("overfit_small_const", "overfitting", "small",
-        "4 x 128 on 90k tokens at a constant LR, ~6 epochs, no dropout", max_iters=1000, n_layer=4, n_head=4,
-        n_embd=128, learning_rate=2e-3, lr_schedule="constant", eval_interval=50, seed=5),
-    run("repeat_small_dropout", "repeat", "small", "2 x 64 with dropout 0.2 on 90k tokens, ~4 epochs",
+    run("overfit_tiny_const", "overfitting", "tiny",
+        "2 x 128 on 19k tokens at a constant LR, ~11 epochs, no dropout", max_iters=400, n_layer=2, n_head=2,
+        n_embd=128, learning_rate=2e-3, lr_schedule="constant", seed=5),
+    run("repeat_small_dropout", "repeat", "small", "2 x 64 with dropout 0.2 on 133k tokens, ~2.7 epochs",
         max_iters=700, dropout=0.2, eval_interval=50),
     run("plateau_tiny_model", "plateau", "demo", "1 x 16 (8k params) at a constant LR: flat at its capacity",
         max_iters=600, n_layer=1, n_head=1, n_embd=16, learning_rate=1e-2, decay_lr=False, eval_interval=50),
@@ -69,8 +69,8 @@ RUNS = [
     run("lr_zero", "not_learning", "demo", "learning_rate 0: the weights never change", max_iters=150,
         learning_rate=0.0, min_lr=0.0),
     run("leak_val_is_train", "leakage", "tiny_leak",
-        "the overfit_tiny config with val.bin = train.bin: val falls with train and equals it", max_iters=600,
-        n_layer=4, n_head=4, n_embd=128, learning_rate=2e-3, min_lr=2e-4),
+        "the overfit_tiny_const config with val.bin = train.bin: val falls with train and equals it",
+        max_iters=400, n_layer=2, n_head=2, n_embd=128, learning_rate=2e-3, lr_schedule="constant", seed=5),
 ]
 
 # the unmodified nanoGPT (../shared/anchors/nanoGPT) on the same data, 4 micro-batches per iteration
@@ -89,7 +89,7 @@ def nanogpt_run(name, verdict, dataset, why, **overrides):
 NANOGPT_RUNS = [
     nanogpt_run("nanogpt_healthy", "healthy", "demo", "0.37 epoch of demo, cosine, 4 micro-batches of 2",
                 max_iters=400, eval_iters=100),  # nanoGPT evaluates on random batches: more of them
-    nanogpt_run("nanogpt_overfit", "overfitting", "tiny", "4 x 128 on 18k tokens, ~17 epochs, 4 micro-batches",
+    nanogpt_run("nanogpt_overfit", "overfitting", "tiny", "4 x 128 on 19k tokens, ~16 epochs, 4 micro-batches",
                 max_iters=600, n_layer=4, n_head=4, n_embd=128, learning_rate=2e-3, min_lr=2e-4),
     nanogpt_run("nanogpt_plateau", "plateau", "demo", "1 x 16 at a constant LR, 4 micro-batches",
                 max_iters=600, n_layer=1, n_head=1, n_embd=16, learning_rate=1e-2, decay_lr=False,

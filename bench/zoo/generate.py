@@ -29,8 +29,7 @@ REFERENCE = "healthy_cosine"  # the working-LR run the LR-too-low run is compare
 
 
 def train_all(runs, work, folders, reuse):
-    """Train (or reuse) each run in work/runs/<name>; returns {name: seconds}."""
-    times = {}
+    """Train (or reuse) each run in work/runs/<name> (stdout.txt, and seconds.txt: its wall time)."""
     for spec in runs:
         out = os.path.join(work, "runs", spec["name"])
         done = os.path.join(out, "stdout.txt")
@@ -44,11 +43,19 @@ def train_all(runs, work, folders, reuse):
         else:
             secs, stdout = runners.nanogpt(spec["config"], data, os.path.join(work, "nanogpt", spec["name"]),
                                            spec["dataset"])
-        with open(done, "w") as f:
+        with open(os.path.join(out, "seconds.txt"), "w") as f:
+            f.write(f"{secs:.1f}\n")
+        with open(done, "w") as f:  # last: a run without stdout.txt is unfinished
             f.write(stdout)
-        times[spec["name"]] = round(secs, 1)
         print(f"trained {spec['name']} ({spec['trainer']}) in {secs:.0f} s", flush=True)
-    return times
+
+
+def train_seconds(work, name):
+    path = os.path.join(work, "runs", name, "seconds.txt")
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return float(f.read())
 
 
 def load_series(spec, work, folders):
@@ -111,8 +118,8 @@ def main(argv=None):
     t0 = time.time()
     runs = [r for r in configs.ALL_RUNS if not args.only or r["name"] in args.only]
     os.makedirs(args.work, exist_ok=True)
-    folders = runners.build_datasets(args.work)
-    times = train_all(runs, args.work, folders, args.reuse)
+    folders = runners.build_datasets(args.work, args.reuse)
+    train_all(runs, args.work, folders, args.reuse)
     ref_spec = next(r for r in configs.ALL_RUNS if r["name"] == REFERENCE)
     reference = load_series(ref_spec, args.work, folders)
 
@@ -128,7 +135,7 @@ def main(argv=None):
             shutil.rmtree(os.path.join(args.out, spec["name"]), ignore_errors=True)
             continue
         lab["files"] = write_run(spec, s, args.work, args.out)
-        lab["train_seconds"] = times.get(spec["name"], labels.get(spec["name"], {}).get("train_seconds"))
+        lab["train_seconds"] = train_seconds(args.work, spec["name"])
         labels[spec["name"]] = lab
         cuts += excerpts.cut_run(lab, args.out, s, per_file=args.excerpts)
         print(f"kept {spec['name']}: {spec['verdict']} {lab['evidence']}")

@@ -10,8 +10,6 @@ import shutil
 import subprocess
 import sys
 
-import numpy as np
-
 from bench.zoo.configs import DATASETS, LEAKS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -19,18 +17,21 @@ NANOGPT = os.path.join(ROOT, "..", "shared", "anchors", "nanoGPT")
 PREPARE = os.path.join(ROOT, "data", "fineweb_single", "prepare.py")
 
 
-def _prepare(args, log):
+def _prepare(args, log, out_dir, reuse):
+    if reuse and os.path.exists(os.path.join(out_dir, "meta.json")):
+        return  # prepared already (meta.json is written last)
     subprocess.run([sys.executable, PREPARE, "--workers", "1", "--force"] + args, check=True, cwd=ROOT,
                    stdout=log, stderr=subprocess.STDOUT)
 
 
-def build_datasets(work):
-    """work/data/<name>/ for every dataset in configs.DATASETS and LEAKS; returns {name: folder}."""
+def build_datasets(work, reuse=False):
+    """work/data/<name>/ for every dataset in configs.DATASETS and LEAKS (kept with reuse); returns
+    {name: folder}."""
     import pyarrow.parquet as pq
     folders = {}
-    with open(os.path.join(work, "prepare.log"), "w") as log:
+    with open(os.path.join(work, "prepare.log"), "a") as log:
         demo = os.path.join(work, "data", "demo")
-        _prepare(["--demo", "--out-dir", demo], log)
+        _prepare(["--demo", "--out-dir", demo], log, demo, reuse)
         folders["demo"] = demo
         texts = pq.read_table(os.path.join(demo, "source", "pydoc_topics.parquet")).column("text").to_pylist()
         for name, (n_docs, val_docs) in DATASETS.items():
@@ -43,7 +44,7 @@ def build_datasets(work):
                     f.write(json.dumps({"text": text}) + "\n")
             folders[name] = os.path.join(work, "data", name)
             _prepare(["--input", src, "--tokenizer", "byte", "--val-docs", str(val_docs),
-                      "--out-dir", folders[name]], log)
+                      "--out-dir", folders[name]], log, folders[name], reuse)
     for name, base in LEAKS.items():
         folders[name] = make_leak(folders[base], os.path.join(work, "data", name))
     return folders
@@ -105,11 +106,3 @@ def nanogpt(config, data_dir, scratch, dataset_name):
     shutil.rmtree(os.path.join(scratch, "out"), ignore_errors=True)
     return time.time() - t0, proc.stdout
 
-
-def token_count(data_dir):
-    with open(os.path.join(data_dir, "meta.json")) as f:
-        return json.load(f)["train_tokens"]
-
-
-def read_bin(path):
-    return np.fromfile(path, dtype=np.uint16)
