@@ -91,15 +91,15 @@ def raised(findings):
 
 
 def diagnose(path, facts):
-    """Findings (as dicts) of the current diagnose on one file, or None when it cannot read it."""
+    """(findings as dicts, the format diagnose read) for one file; (None, None) when it cannot read it."""
     from diagnose.detect import run_all
     from diagnose.parse import load_run
     from errors import UserError
     try:
         run = load_run(path, **{k: v for k, v in facts.items() if k in FACT_KEYS})
-        return [f.to_dict() for f in run_all(run)]
+        return [f.to_dict() for f in run_all(run)], run.format
     except UserError:
-        return None
+        return None, None
 
 
 def zoo_items(zoo, excerpts):
@@ -125,25 +125,25 @@ def zoo_items(zoo, excerpts):
 
 def shared_items(logs):
     for name, (verdict, facts, expect, forbid) in README_LABELS.items():
-        yield dict(name=name, set="shared", verdict=verdict, format="?", facts=facts, expect=expect,
+        yield dict(name=name, set="shared", verdict=verdict, format=name.split("__")[1], facts=facts, expect=expect,
                    forbid=forbid), os.path.join(logs, name)
     with open(os.path.join(logs, "labels_more.json")) as f:
         cases = json.load(f)["cases"]
     for c in cases:
         name = os.path.basename(c["file"])
         verdict = MORE_VERDICT.get(tuple(c["expect"]), "+".join(c["expect"]))
-        yield dict(name=name, set="shared", verdict=verdict, format="?", facts=c["facts"], expect=c["expect"],
-                   forbid=c["forbid"]), os.path.join(logs, name)
+        yield dict(name=name, set="shared", verdict=verdict, format=name.split("__")[1], facts=c["facts"],
+                   expect=c["expect"], forbid=c["forbid"]), os.path.join(logs, name)
 
 
 def score(items):
     """Diagnose each item; returns the scored rows."""
     rows = []
     for item, path in items:
-        found = diagnose(path, item["facts"])
+        found, read_as = diagnose(path, item["facts"])
         got = raised(found) if found is not None else set()
         loud = sorted({f["id"] for f in found or [] if SEVERITIES.index(f["severity"]) >= 2})
-        rows.append(dict(item, unreadable=found is None, raised=sorted(got), loud=loud,
+        rows.append(dict(item, unreadable=found is None, read_as=read_as, raised=sorted(got), loud=loud,
                          hits=[c for c in item["expect"] if c in got],
                          false=[c for c in item["forbid"] if c in got]))
     return rows
@@ -203,7 +203,8 @@ def table_formats(rows):
         by[r["format"]].append(r)
     for fmt, rs in sorted(by.items()):
         n_right = sum(1 for r in rs if right(r))
-        out.append(f"{fmt:16s} {len(rs):5d}  {pct(n_right, len(rs)):18s} {pct(sum(r['unreadable'] for r in rs), len(rs))}")
+        unread = sum(r["unreadable"] for r in rs)
+        out.append(f"{fmt:16s} {len(rs):5d}  {pct(n_right, len(rs)):18s} {pct(unread, len(rs))}")
     return out
 
 

@@ -192,16 +192,19 @@ def divergence(series):
 
 def not_learning(series):
     """The weights do not change: the val loss on the same fixed eval windows is identical at every eval
-    (train.py), or every train loss stays within 0.05 of the uniform guess ln(vocab)."""
-    ev = _evals(series)
-    vals = [e["val_loss"] for e in ev]
+    (train.py), or at least 5 logged learning rates are all exactly 0, or every train loss stays within
+    0.05 of the uniform guess ln(vocab)."""
+    vals = [e["val_loss"] for e in _evals(series)]
     vocab = series["data"].get("tokenizer", {}).get("vocab_size")
     loss = finite(column(series["train"], "loss"))
+    lrs = finite(column(series["train"], "lr"))
     frozen = len(vals) >= 2 and max(vals) - min(vals) < 1e-9
+    zero_lr = len(lrs) >= 5 and max(abs(v) for v in lrs) == 0
     uniform = bool(vocab) and len(loss) >= 5 and max(abs(v - math.log(vocab)) for v in loss) < 0.05
-    return frozen or uniform, dict(val_range=round(max(vals) - min(vals), 9) if vals else None,
-                                   ln_vocab=round(math.log(vocab), 4) if vocab else None,
-                                   train_range=[round(min(loss), 4), round(max(loss), 4)] if loss else None)
+    return frozen or zero_lr or uniform, dict(
+        val_range=round(max(vals) - min(vals), 9) if vals else None, lr_all_zero=zero_lr,
+        ln_vocab=round(math.log(vocab), 4) if vocab else None,
+        train_range=[round(min(loss), 4), round(max(loss), 4)] if loss else None)
 
 
 def leakage(series):

@@ -8,6 +8,7 @@ Datasets (built by generate.py from the embedded demo corpus, byte tokenizer, vo
   demo   all 345 documents (~554k train tokens): a model of ~0.1M params sees < 1 epoch
   small  the first 60 documents (~133k train tokens): a few epochs without damage
   tiny   12 documents (~19k train tokens): many epochs, memorised
+  micro  6 documents (a few thousand train tokens): tens of epochs in a few hundred iterations
   tiny_leak  tiny with val.bin a copy of train.bin (the validation split leaks the training data)
 """
 
@@ -21,7 +22,7 @@ BASE = dict(device="cpu", dtype="float32", compile=False, cpu_threads=1, gradien
             lr_schedule="cosine", decay_lr=True, beta2=0.99, weight_decay=0.1, grad_clip=1.0, seed=1337)
 
 # name -> (number of demo documents, or None for all; val documents)
-DATASETS = {"demo": (None, None), "small": (60, 6), "tiny": (12, 3)}
+DATASETS = {"demo": (None, None), "small": (60, 6), "tiny": (12, 3), "micro": (6, 2)}
 LEAKS = {"tiny_leak": "tiny"}  # name -> dataset whose train.bin becomes val.bin too
 
 
@@ -45,6 +46,8 @@ RUNS = [
     run("overfit_tiny_const", "overfitting", "tiny",
         "2 x 128 on 19k tokens at a constant LR, ~11 epochs, no dropout", max_iters=400, n_layer=2, n_head=2,
         n_embd=128, learning_rate=2e-3, lr_schedule="constant", seed=5),
+    run("overfit_micro", "overfitting", "micro", "2 x 128 on a few thousand tokens, tens of epochs, no dropout",
+        max_iters=500, n_layer=2, n_head=2, n_embd=128, learning_rate=2e-3, lr_schedule="constant", seed=9),
     run("repeat_small_dropout", "repeat", "small", "2 x 64 with dropout 0.2 on 133k tokens, ~2.7 epochs",
         max_iters=700, dropout=0.2, eval_interval=50),
     run("plateau_tiny_model", "plateau", "demo", "1 x 16 (8k params) at a constant LR: flat at its capacity",

@@ -8,7 +8,8 @@ render it into every log format people paste, cut seeded excerpts, write the fix
 
 Runs are trained in --work (default /tmp/zoo_build; metrics and nanoGPT stdout stay there) and
 the fixtures written to --out (default tests/fixtures/zoo): <run>/<format file>.gz for each
-rendering (gzip keeps the folder small; bench/zoo/series.open_text reads them), labels.json (verdict, reason, evidence, expect/forbid per run) and excerpts.json.
+rendering (gzip keeps the folder small; bench/zoo/series.open_text reads them), labels.json
+(verdict, reason, evidence, expect/forbid per run) and excerpts.json.
 A run whose metrics do not show its verdict is dropped (said on stdout), never kept mislabelled.
 """
 import argparse

@@ -2,8 +2,8 @@
 One train.py run (a Series of its metrics.jsonl) rendered into the log formats people paste.
 
 Every renderer returns a list of (line, ref): ref is ('train', i) or ('eval', i), the index of the
-record the line shows (('both', train index, eval index) for a wandb row holding both; a third item, {'loss': mean}, where the line shows an interval's
-mean), or None for a header line. excerpts.py uses the refs to know what a cut
+record the line shows (('both', train index, eval index) for a wandb row holding both; a third
+item, {'loss': mean}, where the line shows an interval's mean), or None for a header line. excerpts.py uses the refs to know what a cut
 shows. What each format logs as its loss is kept honest:
   - nanoGPT / modded-nanogpt print the last micro-batch's loss: the zoo's train.py runs use one
     micro-batch per iteration, where that is the mean train.py logs (asserted);
@@ -14,6 +14,7 @@ Numbers are printed with each tool's own precision.
 import csv
 import io
 import math
+import os
 import statistics
 
 from bench.zoo.series import tokens_per_iter
@@ -35,19 +36,22 @@ def _f(x, fmt):
 def nanogpt(s):
     """nanoGPT train.py stdout: configurator echo, its start-up lines, evals and iter lines."""
     _one_micro_batch(s)
-    c = s["config"]
+    c = dict(s["config"])
+    c["dataset"] = os.path.basename(c["data_dir"].rstrip("/")) if c.get("data_dir") else c["dataset"]
     lines = [(f"Overriding: {k} = {c[k]}", None) for k in
              ("dataset", "batch_size", "block_size", "gradient_accumulation_steps", "n_layer", "n_head", "n_embd",
               "dropout", "learning_rate", "max_iters", "lr_decay_iters", "min_lr", "warmup_iters", "grad_clip",
               "eval_interval", "eval_iters", "log_interval", "device", "dtype", "compile")]
     lines += [(f"tokens per iteration will be: {tokens_per_iter(s):,}", None),
-              (f"found vocab_size = {s['data']['tokenizer']['vocab_size']} (inside data/{c['dataset']}/meta.pkl)", None),
+              (f"found vocab_size = {s['data']['tokenizer']['vocab_size']} "
+               f"(inside data/{c['dataset']}/meta.pkl)", None),
               ("Initializing a new model from scratch", None),
               (f"number of parameters: {s['model']['non_embedding_params'] / 1e6:.2f}M", None),
               ("using fused AdamW: False", None)]
     for kind, i, r in _merged(s):
         if kind == "eval":
-            lines.append((f"step {r['iter']}: train loss {r['train_loss']:.4f}, val loss {r['val_loss']:.4f}", (kind, i)))
+            lines.append((f"step {r['iter']}: train loss {r['train_loss']:.4f}, val loss {r['val_loss']:.4f}",
+                          (kind, i)))
         else:
             mfu = -100.0 if r["iter"] < 5 or r.get("mfu") is None else r["mfu"] * 100
             lines.append((f"iter {r['iter']}: loss {_f(r['loss'], '.4f')}, time {r['dt_ms']:.2f}ms, mfu {mfu:.2f}%",

@@ -46,7 +46,9 @@ def build_datasets(work, reuse=False):
             _prepare(["--input", src, "--tokenizer", "byte", "--val-docs", str(val_docs),
                       "--out-dir", folders[name]], log, folders[name], reuse)
     for name, base in LEAKS.items():
-        folders[name] = make_leak(folders[base], os.path.join(work, "data", name))
+        dst = os.path.join(work, "data", name)
+        folders[name] = dst if reuse and os.path.exists(os.path.join(dst, "meta.json")) else \
+            make_leak(folders[base], dst)
     return folders
 
 
@@ -59,8 +61,9 @@ def make_leak(src, dst):
         meta = json.load(f)
     meta.update(val_tokens=meta["train_tokens"], val_docs=meta["train_docs"],
                 leak="val.bin is a copy of train.bin (bench/zoo)")
-    with open(os.path.join(dst, "meta.json"), "w") as f:
+    with open(os.path.join(dst, "meta.json.tmp"), "w") as f:
         json.dump(meta, f, indent=1)
+    os.replace(os.path.join(dst, "meta.json.tmp"), os.path.join(dst, "meta.json"))  # last, as prepare.py
     return dst
 
 
