@@ -3,10 +3,11 @@ One train.py run (a Series of its metrics.jsonl) rendered into the log formats p
 
 Every renderer returns a list of (line, ref): ref is ('train', i) or ('eval', i), the index of the
 record the line shows (('both', train index, eval index) for a wandb row holding both; a third
-item, {'loss': mean}, where the line shows an interval's mean), or None for a header line. excerpts.py uses the refs to know what a cut
-shows. What each format logs as its loss is kept honest:
+item, {'loss': mean}, where the line shows an interval's mean), or None for a header line.
+excerpts.py uses the refs to know what a cut shows. What each format logs as its loss is kept honest:
   - nanoGPT / modded-nanogpt print the last micro-batch's loss: the zoo's train.py runs use one
-    micro-batch per iteration, where that is the mean train.py logs (asserted);
+    micro-batch per iteration, where that is the mean train.py logs (asserted for nanoGPT; train.py does
+    not log per-micro-batch losses, so a run with several could not be rendered honestly);
   - build-nanogpt and llm.c print the mean over the iteration's micro-batches (as train.py);
   - HF Trainer and Megatron print the mean over each logging interval of `interval` iterations.
 Numbers are printed with each tool's own precision.
