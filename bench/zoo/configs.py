@@ -9,6 +9,7 @@ Datasets (built by generate.py from the embedded demo corpus, byte tokenizer, vo
   small  the first 60 documents (~133k train tokens): a few epochs without damage
   tiny   12 documents (~19k train tokens): many epochs, memorised
   micro  6 documents (a few thousand train tokens): tens of epochs in a few hundred iterations
+  nano   2 documents, one of them val: ~100 epochs in 500 iterations
   tiny_leak  tiny with val.bin a copy of train.bin (the validation split leaks the training data)
 """
 
@@ -22,14 +23,17 @@ BASE = dict(device="cpu", dtype="float32", compile=False, cpu_threads=1, gradien
             lr_schedule="cosine", decay_lr=True, beta2=0.99, weight_decay=0.1, grad_clip=1.0, seed=1337)
 
 # name -> (number of demo documents, or None for all; val documents)
-DATASETS = {"demo": (None, None), "small": (60, 6), "tiny": (12, 3), "micro": (6, 2)}
+DATASETS = {"demo": (None, None), "small": (60, 6), "tiny": (12, 3), "micro": (6, 2), "nano": (2, 1)}
 LEAKS = {"tiny_leak": "tiny"}  # name -> dataset whose train.bin becomes val.bin too
 
 
-def run(name, verdict, dataset, why, **overrides):
+def run(name, verdict, dataset, why, fallback=(), **overrides):
+    """A train.py run built for `verdict`; `fallback`: the verdicts it is relabelled to, in order, when
+    its metrics do not show `verdict` (e.g. an overfitting attempt whose val never rises is repetition)."""
     cfg = dict(BASE, **overrides)
     cfg.setdefault("lr_decay_iters", cfg["max_iters"])
-    return dict(name=name, verdict=verdict, dataset=dataset, why=why, trainer="train.py", config=cfg)
+    return dict(name=name, verdict=verdict, dataset=dataset, why=why, trainer="train.py", config=cfg,
+                fallback=list(fallback))
 
 
 RUNS = [
@@ -42,12 +46,16 @@ RUNS = [
     run("healthy_short", "healthy", "demo", "a short run stopped while val still falls fast (constant LR)",
         max_iters=150, decay_lr=False, seed=3),
     run("overfit_tiny", "overfitting", "tiny", "4 x 128 (0.8M params) on 19k tokens, ~16 epochs, no dropout",
-        max_iters=600, n_layer=4, n_head=4, n_embd=128, learning_rate=2e-3, min_lr=2e-4),
+        max_iters=600, n_layer=4, n_head=4, n_embd=128, learning_rate=2e-3, min_lr=2e-4, fallback=["repeat"]),
     run("overfit_tiny_const", "overfitting", "tiny",
         "2 x 128 on 19k tokens at a constant LR, ~11 epochs, no dropout", max_iters=400, n_layer=2, n_head=2,
-        n_embd=128, learning_rate=2e-3, lr_schedule="constant", seed=5),
+        n_embd=128, learning_rate=2e-3, lr_schedule="constant", seed=5, fallback=["repeat"]),
     run("overfit_micro", "overfitting", "micro", "2 x 128 on a few thousand tokens, tens of epochs, no dropout",
-        max_iters=500, n_layer=2, n_head=2, n_embd=128, learning_rate=2e-3, lr_schedule="constant", seed=9),
+        max_iters=500, n_layer=2, n_head=2, n_embd=128, learning_rate=2e-3, lr_schedule="constant", seed=9,
+        fallback=["repeat"]),
+    run("overfit_nano", "overfitting", "nano", "2 x 128 on one document, ~100 epochs, no dropout",
+        max_iters=500, n_layer=2, n_head=2, n_embd=128, learning_rate=2e-3, lr_schedule="constant", seed=9,
+        fallback=["repeat"]),
     run("repeat_small_dropout", "repeat", "small", "2 x 64 with dropout 0.2 on 133k tokens, ~2.7 epochs",
         max_iters=700, dropout=0.2, eval_interval=50),
     run("plateau_tiny_model", "plateau", "demo", "1 x 16 (8k params) at a constant LR: flat at its capacity",
@@ -83,17 +91,19 @@ NANOGPT_BASE = dict(device="cpu", dtype="float32", compile=False, gradient_accum
                     beta2=0.99, weight_decay=0.1, grad_clip=1.0, always_save_checkpoint=False)
 
 
-def nanogpt_run(name, verdict, dataset, why, **overrides):
+def nanogpt_run(name, verdict, dataset, why, fallback=(), **overrides):
     cfg = dict(NANOGPT_BASE, **overrides)
     cfg.setdefault("lr_decay_iters", cfg["max_iters"])
-    return dict(name=name, verdict=verdict, dataset=dataset, why=why, trainer="nanoGPT", config=cfg)
+    return dict(name=name, verdict=verdict, dataset=dataset, why=why, trainer="nanoGPT", config=cfg,
+                fallback=list(fallback))
 
 
 NANOGPT_RUNS = [
     nanogpt_run("nanogpt_healthy", "healthy", "demo", "0.37 epoch of demo, cosine, 4 micro-batches of 2",
                 max_iters=400, eval_iters=100),  # nanoGPT evaluates on random batches: more of them
-    nanogpt_run("nanogpt_overfit", "overfitting", "tiny", "4 x 128 on 19k tokens, ~16 epochs, 4 micro-batches",
-                max_iters=600, n_layer=4, n_head=4, n_embd=128, learning_rate=2e-3, min_lr=2e-4),
+    nanogpt_run("nanogpt_overfit", "overfitting", "nano", "2 x 128 on one document, ~100 epochs, 4 micro-batches",
+                max_iters=500, n_layer=2, n_head=2, n_embd=128, learning_rate=2e-3, lr_decay_iters=100000,
+                fallback=["repeat"]),
     nanogpt_run("nanogpt_plateau", "plateau", "demo", "1 x 16 at a constant LR, 4 micro-batches",
                 max_iters=600, n_layer=1, n_head=1, n_embd=16, learning_rate=1e-2, decay_lr=False,
                 eval_interval=50),

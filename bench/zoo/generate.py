@@ -10,7 +10,9 @@ Runs are trained in --work (default /tmp/zoo_build; metrics and nanoGPT stdout s
 the fixtures written to --out (default tests/fixtures/zoo): <run>/<format file>.gz for each
 rendering (gzip keeps the folder small; bench/zoo/series.open_text reads them), labels.json
 (verdict, reason, evidence, expect/forbid per run) and excerpts.json.
-A run whose metrics do not show its verdict is dropped (said on stdout), never kept mislabelled.
+A run whose metrics do not show its verdict is relabelled to a fallback verdict its metrics do show
+(configs.py names them; labels.json keeps both evidences) or dropped (said on stdout), never kept
+mislabelled.
 """
 import argparse
 import gzip
@@ -70,12 +72,23 @@ def load_series(spec, work, folders):
 
 
 def label(spec, s, reference):
+    """(ok, label): the run's verdict if its check passes, else the first fallback verdict whose check
+    passes (relabelled, with the failed evidence kept); ok False when none does."""
     ok, evidence = checks.check(spec["verdict"], s, reference)
-    expect, forbid = checks.VERDICTS[spec["verdict"]]
-    return ok, dict(run=spec["name"], verdict=spec["verdict"], trainer=spec["trainer"], dataset=spec["dataset"],
-                    reason=spec["why"], evidence=evidence, expect=list(expect), forbid=list(forbid),
-                    facts=dict(tokens_per_iter=series.tokens_per_iter(s), train_tokens=s["data"]["train_tokens"],
-                               vocab_size=s["data"]["tokenizer"]["vocab_size"]))
+    verdict, failed = spec["verdict"], None
+    for fallback in [] if ok else spec.get("fallback", []):
+        fb_ok, fb_evidence = checks.check(fallback, s, reference)
+        if fb_ok:
+            ok, verdict, failed, evidence = True, fallback, evidence, fb_evidence
+            break
+    expect, forbid = checks.VERDICTS[verdict]
+    lab = dict(run=spec["name"], verdict=verdict, trainer=spec["trainer"], dataset=spec["dataset"],
+               reason=spec["why"], evidence=evidence, expect=list(expect), forbid=list(forbid),
+               facts=dict(tokens_per_iter=series.tokens_per_iter(s), train_tokens=s["data"]["train_tokens"],
+                          vocab_size=s["data"]["tokenizer"]["vocab_size"]))
+    if failed is not None:
+        lab.update(built_for=spec["verdict"], built_for_evidence=failed)
+    return ok, lab
 
 
 def write_run(spec, s, work, out_dir):
@@ -139,7 +152,8 @@ def main(argv=None):
         lab["train_seconds"] = train_seconds(args.work, spec["name"])
         labels[spec["name"]] = lab
         cuts += excerpts.cut_run(lab, args.out, s, per_file=args.excerpts)
-        print(f"kept {spec['name']}: {spec['verdict']} {lab['evidence']}")
+        relabel = f" (relabelled: built for {lab['built_for']})" if "built_for" in lab else ""
+        print(f"kept {spec['name']}: {lab['verdict']}{relabel} {lab['evidence']}")
     _write(labels_path, {"note": "ground truth of the zoo: bench/zoo/generate.py; checks in bench/zoo/checks.py",
                          "runs": dict(sorted(labels.items()))})
     _write(cuts_path, {"note": "excerpts: lines [start, start + length) of a rendering; bench/zoo/excerpts.py",
