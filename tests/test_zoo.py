@@ -2,6 +2,7 @@
 the exact numbers of the run's metrics.jsonl, every label is what the generator's checks find in
 the committed metrics, and the excerpt cutter is deterministic. No training here: the fixtures
 were made by `python -m bench.zoo.generate`."""
+import functools
 import json
 import math
 import os
@@ -21,6 +22,7 @@ TRAIN_PY = sorted(n for n, lab in LABELS.items() if lab["trainer"] == "train.py"
 NANOGPT = sorted(n for n, lab in LABELS.items() if lab["trainer"] == "nanoGPT")
 
 
+@functools.lru_cache(maxsize=None)
 def load(name):
     """The run's Series from the committed fixture, as the generator read it."""
     lab = LABELS[name]
@@ -77,46 +79,64 @@ def expected(fmt, s):
             [e["val_loss"] for e in after], tol)
 
 
-XFAIL = {
-    ("llmc", "eval"): "llm.c's `val loss X` lines carry no step; the parser does not read them yet (issue 17)",
-    ("build-nanogpt", "train"): "build-nanogpt log.txt (`N train X`) is not parsed yet (issue 17, parser helper)",
-    ("build-nanogpt", "eval"): "build-nanogpt log.txt (`N val X`) is not parsed yet (issue 17, parser helper)",
-    ("hf-trainer", "train"): "HF Trainer dicts have no step: the parser numbers records 0, 1, 2 instead of the "
-                             "optimizer step (recoverable from the epoch and steps per epoch)",
-    ("hf-trainer", "eval"): "HF Trainer eval dicts have no step: the parser numbers them 0, 1, 2",
+GAPS = "parser gap found by the zoo (issue 17): "
+XFAIL = {  # (format, part, run or '*') -> why the current parser cannot give the numbers back
+    ("llmc", "eval", "*"): "llm.c's `val loss X` lines carry no step; the parser does not read them yet",
+    ("build-nanogpt", "train", "*"): "build-nanogpt log.txt (`N train X`) is not parsed yet (parser helper)",
+    ("build-nanogpt", "eval", "*"): "build-nanogpt log.txt (`N val X`) is not parsed yet (parser helper)",
+    ("hf-trainer", "train", "*"): "HF Trainer dicts have no step: the parser numbers records 0, 1, 2 instead of "
+                                  "the optimizer step (recoverable from the epoch and steps per epoch)",
+    ("hf-trainer", "eval", "*"): "HF Trainer eval dicts have no step: the parser numbers them 0, 1, 2",
+    ("llmc", "train", "loss_scale_fp16"): GAPS + "llm.c pads a NaN to its field width (`norm    nan`, as in "
+                                          "../shared/logs' llm.c NaN log); the regex wants no space, drops the line",
+    ("wandb-csv", "eval", "loss_scale_fp16"): GAPS + "wandb CSV rows whose val/loss is nan are dropped (metrics.jsonl "
+                                              "keeps them)",
 }
-CASES = [pytest.param(fmt, part, marks=pytest.mark.xfail(strict=False, reason=XFAIL[(fmt, part)])
-                      if (fmt, part) in XFAIL else ())
-         for fmt in ["metrics.jsonl", *render.FORMATS] for part in ("train", "eval")]
+XFAIL_VALUES = {"loss_scale_fp16": GAPS + "HF Trainer dicts with `'loss': nan` are not read (literal_dict fails)"}
 
 
-@pytest.mark.parametrize("fmt,part", CASES)
-def test_renderings_parse_back_to_the_run(tmp_path, fmt, part):
+def _case(fmt, part, name):
+    reason = XFAIL.get((fmt, part, name)) or XFAIL.get((fmt, part, "*"))
+    marks = pytest.mark.xfail(strict=False, reason=reason) if reason else ()
+    return pytest.param(fmt, part, name, marks=marks, id=f"{fmt}-{part}-{name}")
+
+
+CASES = [_case(fmt, part, name) for name in TRAIN_PY for fmt in ["metrics.jsonl", *render.FORMATS]
+         for part in ("train", "eval")]
+
+
+@pytest.mark.parametrize("fmt,part,name", CASES)
+def test_renderings_parse_back_to_the_run(tmp_path, fmt, part, name):
     from diagnose.parse import load_run
-    assert TRAIN_PY, "no train.py runs in the zoo fixtures"
-    for name in TRAIN_PY:
-        s = load(name)
-        it, loss, eit, val, tol = expected(fmt, s)
-        run = load_run(plain(tmp_path, name, fmt))
-        if part == "train":
-            got_it, got, want_it, want = run.train["iter"], run.train["loss"], it, loss
-        else:
-            got_it, got, want_it, want = run.eval["iter"], run.eval["val_loss"], eit, val
-        assert list(got_it) == want_it, f"{name} {fmt}: iterations"
-        np.testing.assert_allclose(got, want, rtol=0, atol=tol, equal_nan=True, err_msg=f"{name} {fmt}")
+    s = load(name)
+    it, loss, eit, val, tol = expected(fmt, s)
+    run = load_run(plain(tmp_path, name, fmt))
+    if part == "train":
+        got_it, got, want_it, want = run.train["iter"], run.train["loss"], it, loss
+    else:
+        got_it, got, want_it, want = run.eval["iter"], run.eval["val_loss"], eit, val
+    assert list(got_it) == want_it, f"{name} {fmt}: iterations"
+    np.testing.assert_allclose(got, want, rtol=0, atol=tol, equal_nan=True, err_msg=f"{name} {fmt}")
 
 
-def test_hf_trainer_losses_are_the_interval_means(tmp_path):
+def test_every_kind_of_run_is_in_the_zoo():
+    assert {"healthy", "overfitting", "repeat", "divergence", "spikes", "leakage"} <= {
+        lab["verdict"] for lab in LABELS.values()}
+    assert len(TRAIN_PY) >= 8 and NANOGPT
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(strict=False, reason=XFAIL_VALUES[n]))
+                                  if n in XFAIL_VALUES else n for n in TRAIN_PY])
+def test_hf_trainer_losses_are_the_interval_means(tmp_path, name):
     """The values (not the step numbers) of HF Trainer dicts: each loss is its logging interval's mean."""
     from diagnose.parse import load_run
-    for name in TRAIN_PY:
-        s = load(name)
-        _, loss, _, val, tol = expected("hf-trainer", s)
-        run = load_run(plain(tmp_path, name, "hf-trainer"))
-        np.testing.assert_allclose(run.train["loss"], loss, rtol=0, atol=tol, equal_nan=True)
-        np.testing.assert_allclose(run.train["epoch"], [round(r["epoch"], 2) for r, _ in
-                                                        interval_ends(s, render.HF_INTERVAL)], atol=1e-12)
-        np.testing.assert_allclose(run.eval["val_loss"], val, rtol=0, atol=1e-12)
+    s = load(name)
+    _, loss, _, val, tol = expected("hf-trainer", s)
+    run = load_run(plain(tmp_path, name, "hf-trainer"))
+    np.testing.assert_allclose(run.train["loss"], loss, rtol=0, atol=tol, equal_nan=True)
+    np.testing.assert_allclose(run.train["epoch"], [round(r["epoch"], 2) for r, _ in
+                                                    interval_ends(s, render.HF_INTERVAL)], atol=1e-12)
+    np.testing.assert_allclose(run.eval["val_loss"], val, rtol=0, atol=1e-12, equal_nan=True)
 
 
 def test_nanogpt_stdout_parses_to_its_own_numbers(tmp_path):
@@ -158,13 +178,16 @@ def test_the_checks_tell_verdicts_apart(verdict, other):
 
 
 def test_overfit_label_numbers():
-    """The overfitting run's evidence: val min then a rise beyond 3 SE while train keeps falling."""
-    ev = LABELS["overfit_tiny"]["evidence"]
-    assert ev["best_iter"] < ev["last_iter"] and ev["rise"] > 3 * ev["se"] > 0
-    assert ev["train_at_last"] < ev["train_at_best"]
-    s = load("overfit_tiny")
-    vals = [e["val_loss"] for e in s["eval"]]
-    assert min(vals) == pytest.approx(ev["best_val"], abs=5e-5) and vals[-1] == pytest.approx(ev["last_val"], abs=5e-5)
+    """Each overfitting run's evidence: val min then a rise beyond 3 SE while train keeps falling."""
+    names = [n for n, lab in LABELS.items() if lab["verdict"] == "overfitting"]
+    assert names
+    for name in names:
+        ev = LABELS[name]["evidence"]
+        assert ev["best_iter"] < ev["last_iter"] and ev["rise"] > 3 * ev["se"] > 0
+        assert ev["train_at_last"] < ev["train_at_best"]
+        vals = [e["val_loss"] for e in load(name)["eval"]]
+        assert min(vals) == pytest.approx(ev["best_val"], abs=5e-5)
+        assert vals[-1] == pytest.approx(ev["last_val"], abs=5e-5)
 
 
 def test_spike_check_tells_a_spike_from_a_blip():

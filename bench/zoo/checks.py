@@ -57,7 +57,8 @@ def epochs_at_end(series):
 
 
 def overfitting(series):
-    """Val reaches its minimum and then rises by more than 3 SE while train keeps falling."""
+    """Val reaches its minimum and then rises by more than 3 SE while train keeps falling (train as shown:
+    the train-split eval, else the train records near the eval)."""
     ev = _evals(series)
     if len(ev) < 3:
         return False, {"evals": len(ev)}
@@ -65,12 +66,25 @@ def overfitting(series):
     se = _se(ev)
     last = ev[-1]
     rise = last["val_loss"] - ev[best]["val_loss"]
-    train_fell = last["train_loss"] < ev[best]["train_loss"]
+    at_best, at_last = _train_near(series, ev[best]), _train_near(series, last)
+    train_fell = at_best is not None and at_last is not None and at_last < at_best
     ok = best < len(ev) - 1 and rise > 3 * se and train_fell
     return ok, dict(best_iter=ev[best]["iter"], best_val=round(ev[best]["val_loss"], 4),
                     last_iter=last["iter"], last_val=round(last["val_loss"], 4), rise=round(rise, 4),
-                    se=round(se, 4), train_at_best=round(ev[best]["train_loss"], 4),
-                    train_at_last=round(last["train_loss"], 4))
+                    se=round(se, 4), train_at_best=_round(at_best), train_at_last=_round(at_last))
+
+
+def _round(x):
+    return round(x, 4) if x is not None else None
+
+
+def _train_near(series, e, k=10):
+    """The train loss at an eval: its own train-split eval, else the mean of the last k train records
+    up to its iteration (formats that print only val at evals); None when neither is shown."""
+    if e.get("train_loss") is not None and math.isfinite(e["train_loss"]):
+        return e["train_loss"]
+    before = [r["loss"] for r in series["train"] if r["iter"] <= e["iter"] and math.isfinite(r["loss"])][-k:]
+    return statistics.fmean(before) if before else None
 
 
 def still_improving(series):
@@ -191,14 +205,14 @@ def divergence(series):
 
 
 def not_learning(series):
-    """The weights do not change: the val loss on the same fixed eval windows is identical at every eval
-    (train.py), or at least 5 logged learning rates are all exactly 0, or every train loss stays within
+    """The weights do not change: the val loss on the same fixed eval windows is the same to 1e-4 at every
+    eval (train.py), or at least 5 logged learning rates are all exactly 0, or every train loss stays within
     0.05 of the uniform guess ln(vocab)."""
     vals = [e["val_loss"] for e in _evals(series)]
     vocab = series["data"].get("tokenizer", {}).get("vocab_size")
     loss = finite(column(series["train"], "loss"))
     lrs = finite(column(series["train"], "lr"))
-    frozen = len(vals) >= 2 and max(vals) - min(vals) < 1e-9
+    frozen = len(vals) >= 2 and max(vals) - min(vals) < 1e-4
     zero_lr = len(lrs) >= 5 and max(abs(v) for v in lrs) == 0
     uniform = bool(vocab) and len(loss) >= 5 and max(abs(v - math.log(vocab)) for v in loss) < 0.05
     return frozen or zero_lr or uniform, dict(
