@@ -131,8 +131,8 @@ def repeat(series):
 
 
 def plateau(series):
-    """Over the second half of the evals val changes by less than 3 SE and by less than a tenth of
-    what it fell in the first half."""
+    """Over the second half of the evals val changes by less than 3 SE and by less than 3% of what it
+    fell in the first half (a slow fall that noise hides is not called flat)."""
     ev = _evals(series)
     if len(ev) < 6:
         return False, {"evals": len(ev)}
@@ -140,7 +140,7 @@ def plateau(series):
     se = _se(ev)
     first = ev[0]["val_loss"] - ev[mid]["val_loss"]
     second = ev[mid]["val_loss"] - ev[-1]["val_loss"]
-    ok = abs(second) < 3 * se and abs(second) < 0.1 * first
+    ok = abs(second) < 3 * se and abs(second) < 0.03 * first
     return ok, dict(mid_iter=ev[mid]["iter"], fall_first_half=round(first, 4), fall_second_half=round(second, 4),
                     se=round(se, 4))
 
@@ -188,19 +188,20 @@ def spikes(series, window=20, min_jump=0.5):
     return bool(found), dict(spike_iters=found, blip_iters=blips)
 
 
-def divergence(series):
-    """The train loss ends more than 1 nat above its minimum (or non-finite) and stays there:
-    the median of the last tenth is above min + 1."""
+def divergence(series, k=10):
+    """The train loss ends more than 1 nat above its lowest level (or non-finite) and stays there: the
+    median of the last tenth is above the lowest median of k consecutive losses + 1 (medians, so one
+    lucky micro-batch is not the level)."""
     loss = column(series["train"], "loss")
     fin = finite(loss)
     if len(loss) < 10:
         return False, {"points": len(loss)}
     tail = loss[-max(5, len(loss) // 10):]
     nonfinite_tail = not all(math.isfinite(v) for v in tail)
-    lo = min(fin) if fin else float("nan")
+    lo = min(statistics.median(fin[i:i + k]) for i in range(max(1, len(fin) - k + 1))) if fin else float("nan")
     tail_med = statistics.median(finite(tail)) if finite(tail) else float("inf")
     ok = nonfinite_tail or tail_med > lo + 1.0
-    return ok, dict(min_loss=round(lo, 4), tail_median=round(tail_med, 4) if math.isfinite(tail_med) else None,
+    return ok, dict(min_level=round(lo, 4), tail_median=round(tail_med, 4) if math.isfinite(tail_med) else None,
                     nonfinite_tail=nonfinite_tail, first_loss=round(fin[0], 4) if fin else None)
 
 
