@@ -2,9 +2,14 @@
 Generate the ground-truth zoo: train every run in configs.py on CPU, check each shows its verdict,
 render it into every log format people paste, cut seeded excerpts, write the fixtures.
 
-    python -m bench.zoo.generate                     # everything: ~15 min on 2 busy CPU cores
+    python -m bench.zoo.generate --jobs 4            # everything (train, check, render, cut)
     python -m bench.zoo.generate --reuse             # re-label / re-render the runs already trained
     python -m bench.zoo.generate --only overfit_tiny # some runs (the others' fixtures are kept)
+
+Runtime, measured on 2026-12-01 on 2 CPU cores shared with 7 other jobs (load 13-18): the 23 runs took
+~50 min of wall time trained as up to 7 processes at once (their own wall times, labels.json's
+train_seconds, sum to ~2.5 h at that load); on an idle core the base model's 200 iterations take 10 s.
+With --reuse (nothing to train) the checks, renderings and cuts take ~20 s.
 
 Runs are trained in --work (default /tmp/zoo_build; metrics and nanoGPT stdout stay there) and
 the fixtures written to --out (default tests/fixtures/zoo): <run>/<format file>.gz for each
@@ -15,6 +20,7 @@ A run whose metrics do not show its verdict is relabelled to a fallback verdict 
 mislabelled.
 """
 import argparse
+import concurrent.futures
 import gzip
 import json
 import os
@@ -31,26 +37,31 @@ from bench.zoo import checks, configs, excerpts, render, runners, series  # noqa
 REFERENCE = "healthy_cosine"  # the working-LR run the LR-too-low run is compared with
 
 
-def train_all(runs, work, folders, reuse):
-    """Train (or reuse) each run in work/runs/<name> (stdout.txt, and seconds.txt: its wall time)."""
-    for spec in runs:
-        out = os.path.join(work, "runs", spec["name"])
-        done = os.path.join(out, "stdout.txt")
-        if reuse and os.path.exists(done):
-            continue
-        shutil.rmtree(out, ignore_errors=True)
-        os.makedirs(out)
-        data = folders[spec["dataset"]]
-        if spec["trainer"] == "train.py":
-            secs, stdout = runners.train_py(spec["config"], data, out)
-        else:
-            secs, stdout = runners.nanogpt(spec["config"], data, os.path.join(work, "nanogpt", spec["name"]),
-                                           spec["dataset"])
-        with open(os.path.join(out, "seconds.txt"), "w") as f:
-            f.write(f"{secs:.1f}\n")
-        with open(done, "w") as f:  # last: a run without stdout.txt is unfinished
-            f.write(stdout)
-        print(f"trained {spec['name']} ({spec['trainer']}) in {secs:.0f} s", flush=True)
+def train_all(runs, work, folders, reuse, jobs=1):
+    """Train (or reuse) each run in work/runs/<name> (stdout.txt, and seconds.txt: its wall time),
+    `jobs` subprocesses at a time."""
+    todo = [spec for spec in runs if not (reuse and os.path.exists(os.path.join(work, "runs", spec["name"],
+                                                                                "stdout.txt")))]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        for future in [pool.submit(train_one, spec, work, folders) for spec in todo]:
+            future.result()
+
+
+def train_one(spec, work, folders):
+    out = os.path.join(work, "runs", spec["name"])
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    data = folders[spec["dataset"]]
+    if spec["trainer"] == "train.py":
+        secs, stdout = runners.train_py(spec["config"], data, out)
+    else:
+        secs, stdout = runners.nanogpt(spec["config"], data, os.path.join(work, "nanogpt", spec["name"]),
+                                       spec["dataset"])
+    with open(os.path.join(out, "seconds.txt"), "w") as f:
+        f.write(f"{secs:.1f}\n")
+    with open(os.path.join(out, "stdout.txt"), "w") as f:  # last: a run without stdout.txt is unfinished
+        f.write(stdout)
+    print(f"trained {spec['name']} ({spec['trainer']}) in {secs:.0f} s", flush=True)
 
 
 def train_seconds(work, name):
@@ -127,13 +138,14 @@ def main(argv=None):
     p.add_argument("--out", default=os.path.join(ROOT, "tests", "fixtures", "zoo"), help="fixture folder")
     p.add_argument("--reuse", action="store_true", help="do not retrain runs whose stdout.txt exists")
     p.add_argument("--only", nargs="+", metavar="RUN", help="only these runs")
+    p.add_argument("--jobs", type=int, default=2, help="runs trained at once (each uses one CPU thread)")
     p.add_argument("--excerpts", type=int, default=3, help="excerpts cut from each rendering")
     args = p.parse_args(argv)
     t0 = time.time()
     runs = [r for r in configs.ALL_RUNS if not args.only or r["name"] in args.only]
     os.makedirs(args.work, exist_ok=True)
     folders = runners.build_datasets(args.work, args.reuse)
-    train_all(runs, args.work, folders, args.reuse)
+    train_all(runs, args.work, folders, args.reuse, args.jobs)
     ref_spec = next(r for r in configs.ALL_RUNS if r["name"] == REFERENCE)
     reference = load_series(ref_spec, args.work, folders)
 
