@@ -9,7 +9,7 @@ Datasets (built by generate.py from the embedded demo corpus, byte tokenizer, vo
   small  the first 60 documents (~133k train tokens): a few epochs without damage
   tiny   12 documents (~19k train tokens): many epochs, memorised
   micro  6 documents (a few thousand train tokens): tens of epochs in a few hundred iterations
-  nano   2 documents, one of them val: ~100 epochs in 500 iterations
+  nano   2 documents, one of them val (7k train tokens): ~36 epochs in 500 iterations
   tiny_leak  tiny with val.bin a copy of train.bin (the validation split leaks the training data)
 """
 
@@ -53,7 +53,7 @@ RUNS = [
     run("overfit_micro", "overfitting", "micro", "2 x 128 on a few thousand tokens, tens of epochs, no dropout",
         max_iters=500, n_layer=2, n_head=2, n_embd=128, learning_rate=2e-3, lr_schedule="constant", seed=9,
         fallback=["repeat"]),
-    run("overfit_nano", "overfitting", "nano", "2 x 128 on one document, ~100 epochs, no dropout",
+    run("overfit_nano", "overfitting", "nano", "2 x 128 on one document (7k tokens), ~36 epochs, no dropout",
         max_iters=500, n_layer=2, n_head=2, n_embd=128, learning_rate=2e-3, lr_schedule="constant", seed=9,
         fallback=["repeat"]),
     run("repeat_small_dropout", "repeat", "small", "2 x 64 with dropout 0.2 on 133k tokens, ~2.7 epochs",
@@ -106,7 +106,8 @@ def nanogpt_run(name, verdict, dataset, why, fallback=(), **overrides):
 NANOGPT_RUNS = [
     nanogpt_run("nanogpt_healthy", "healthy", "demo", "0.37 epoch of demo, cosine, 4 micro-batches of 2",
                 max_iters=400, eval_iters=100),  # nanoGPT evaluates on random batches: more of them
-    nanogpt_run("nanogpt_overfit", "overfitting", "nano", "2 x 128 on one document, ~100 epochs, 4 micro-batches",
+    nanogpt_run("nanogpt_overfit", "overfitting", "nano",
+                "2 x 128 on one document (7k tokens), ~36 epochs, 4 micro-batches",
                 max_iters=500, n_layer=2, n_head=2, n_embd=128, learning_rate=2e-3, lr_decay_iters=100000,
                 fallback=["repeat"]),
     nanogpt_run("nanogpt_plateau", "plateau", "demo", "1 x 16 at a constant LR, 4 micro-batches",

@@ -145,8 +145,10 @@ def main(argv=None):
     runs = [r for r in configs.ALL_RUNS if not args.only or r["name"] in args.only]
     os.makedirs(args.work, exist_ok=True)
     folders = runners.build_datasets(args.work, args.reuse)
-    train_all(runs, args.work, folders, args.reuse, args.jobs)
     ref_spec = next(r for r in configs.ALL_RUNS if r["name"] == REFERENCE)
+    ref_done = os.path.exists(os.path.join(args.work, "runs", REFERENCE, "stdout.txt"))
+    extra = [ref_spec] if ref_spec not in runs and not ref_done else []  # the LR-too-low check compares with it
+    train_all(runs + extra, args.work, folders, args.reuse, args.jobs)
     reference = load_series(ref_spec, args.work, folders)
 
     labels_path, cuts_path = os.path.join(args.out, "labels.json"), os.path.join(args.out, "excerpts.json")
