@@ -254,3 +254,29 @@ def test_fixtures_stay_small():
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(ZOO) for f in fs)
     assert total < 3 * 2 ** 20, f"tests/fixtures/zoo is {total / 2 ** 20:.1f} MiB"
 
+
+
+@pytest.mark.parametrize("fmt", ["nanogpt", "hf-trainer", "megatron", "wandb-csv"])
+def test_frozen_weights_are_not_learning_whatever_the_train_noise(tmp_path, fmt):
+    """lr_frozen (LR ~1e-9): the train batches' noise hides it, the evals (a fixed val set) do not move."""
+    from diagnose.detectors import sanity
+    from diagnose.parse import load_run
+    run = load_run(plain(tmp_path, "lr_frozen", fmt))
+    found = sanity.not_learning(run)
+    assert [f.id for f in found] == ["sanity.not_learning"]
+    assert "evals" in found[0].explanation and found[0].evidence["level"] == pytest.approx(5.6897, abs=1e-4)
+
+
+def test_evals_that_move_by_more_than_the_frozen_range_are_learning(tmp_path):
+    from diagnose.detectors import sanity
+    from diagnose.parse import load_run
+    for name in ("healthy_short", "plateau_width_8", "overfit_tiny_const"):
+        run = load_run(plain(tmp_path, name, "metrics.jsonl"))
+        assert sanity.not_learning(run) == [], name
+    lines = "".join(f"step {i * 25}: train loss 3.5000, val loss {3.6 - 0.0004 * i:.4f}\n" for i in range(6))
+    path = tmp_path / "moving.txt"
+    path.write_text(lines)  # val falls 0.002 over 6 evals: slow, not frozen
+    assert sanity.not_learning(load_run(str(path))) == []
+    path.write_text("".join(f"step {i * 25}: train loss 3.5000, val loss {3.6 - 0.0001 * (i % 2):.4f}\n"
+                            for i in range(6)))  # within 1e-4: frozen
+    assert [f.id for f in sanity.not_learning(load_run(str(path)))] == ["sanity.not_learning"]
