@@ -461,3 +461,20 @@ def test_loss_that_creeps_up_at_constant_lr_after_flattening_is_a_plateau():
     assert (f.id, f.severity) == ("plateau.creep", "warning") and f.evidence["lr_ratio"] == pytest.approx(1.0)
     assert f.evidence["rise"] == pytest.approx(0.0375, abs=0.01)     # the fitted rise over the last half
     assert not [f for f in instability.detect(run) if f.rank() > INFO]
+
+
+def test_one_logged_step_above_the_initial_loss_then_back_on_trend_is_a_blip():
+    """A bad batch can cost more than the initial loss for one step; wrecked weights would take far
+    longer than one step to relearn (zoo healthy_cosine: 6.89 at iter 55, 3.37 at 56)."""
+    rng = np.random.default_rng(0)
+    n = 400
+    base = curves.power_law(np.arange(n), L0=2.0, A=3.0) + rng.normal(0, 0.05, n)
+    one = base.copy()
+    one[200] = 6.0   # above the initial loss (ln 100 = 4.6 for this vocabulary) by more than ABOVE_INIT
+    fs = instability.detect(curves.make_run(one, lr=np.full(n, 1.0)))
+    assert not [f for f in fs if f.id == "instability.spike"], [(f.id, f.title) for f in fs]
+    assert 200 in next(f for f in fs if f.id == "instability.blips").evidence["blip_iters"]
+    two = base.copy()
+    two[200:202] = 6.0   # two logged steps up there: the weights were moved, not one batch
+    spike = [f for f in instability.detect(curves.make_run(two, lr=np.full(n, 1.0))) if f.id == "instability.spike"]
+    assert len(spike) == 1 and spike[0].evidence["above_initial_loss"] == [True]
