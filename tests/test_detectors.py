@@ -1,6 +1,7 @@
 """Detectors against synthetic curves with known ground truth (tests/curves.py), several seeds."""
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -478,3 +479,20 @@ def test_one_logged_step_above_the_initial_loss_then_back_on_trend_is_a_blip():
     two[200:202] = 6.0   # two logged steps up there: the weights were moved, not one batch
     spike = [f for f in instability.detect(curves.make_run(two, lr=np.full(n, 1.0))) if f.id == "instability.spike"]
     assert len(spike) == 1 and spike[0].evidence["above_initial_loss"] == [True]
+
+
+def test_val_lower_at_every_eval_of_the_window_is_still_improving(tmp_path):
+    """zoo healthy_wsd: val 2.457 > 2.434 > 2.395 > 2.359 > 2.337 over the last quarter, each eval's SE
+    0.055 (on a fixed val set, so the differences are far less noisy): the order alone rules out flat."""
+    import gzip
+    from diagnose.detectors import plateau
+    from diagnose.parse import load_run
+    path = tmp_path / "metrics.jsonl"
+    with gzip.open(os.path.join(os.path.dirname(__file__), "fixtures", "zoo", "healthy_wsd", "metrics.jsonl.gz"),
+                   "rt") as f:
+        path.write_text(f.read())
+    fs = plateau.detect(load_run(str(path)))
+    assert [f.id for f in fs] == ["plateau.none"] and fs[0].evidence["falls_at_every_eval"] is True
+    assert plateau.falls_at_every_eval(np.array([2.5, 2.4, 2.3, 2.2]))
+    assert not plateau.falls_at_every_eval(np.array([2.5, 2.4, 2.41, 2.2]))
+    assert not plateau.falls_at_every_eval(np.array([2.5, 2.4, 2.3]))   # 1/6: not rare enough
