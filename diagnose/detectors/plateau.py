@@ -13,6 +13,7 @@ from diagnose.detectors.common import (eval_series, finished, iters_done, lr_now
 from diagnose.analysis import analysis_of
 from diagnose.findings import Finding
 from diagnose.noise import min_detectable_change
+from diagnose.recipe import modern_recipe_advice
 
 WINDOW = 0.25        # the last quarter of the iterations seen
 LR_HIGH = 0.5        # LR above this share of its peak is 'still near peak'
@@ -164,7 +165,8 @@ def detect(run):
         "data.repetition: repeated epochs are worth less) or the model's capacity (see capacity.*).",
         evidence=ev, iters=region,
         recommendations=["--early_stop=True", "more unique data (--dataset=...)",
-                         "a larger model (--n_layer / --n_embd, see capacity)"])]
+                         "a larger model (--n_layer / --n_embd, see capacity)"]
+        + ([modern_recipe_advice(run)] if modern_recipe_advice(run) else []))]
 
 
 def creep(run, it, v, se, name):
