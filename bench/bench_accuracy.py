@@ -29,19 +29,20 @@ if ROOT not in sys.path:
 
 # category -> (finding id prefixes, lowest severity that counts as raising it, ids excluded)
 CATEGORY_FINDINGS = {
-    "overfitting": (("overfit.",), "warning", ()),
+    "overfitting": (("overfit.",), "warning", ()),  # overfit.gap included; overfit.none is an 'ok' answer
     "repeat": (("data.repetition", "data.memorization"), "warning", ()),
     "plateau": (("plateau.",), "warning", ("plateau.none", "plateau.lr_decaying", "plateau.lr_high",
-                                          "plateau.flattening")),
-    "lr_limited": (("lr.peak_low", "lr.decay_beyond_end", "plateau.lr_high", "lr.schedule_stopped_early"),
+                                          "plateau.flattening")),  # plateau.creep included
+    "lr_limited": (("lr.peak_low", "lr.decay_beyond_end", "plateau.lr_high"),
                    "notice", ()),  # the LR findings are notices by design: advice, not alarms
-    "instability": (("instability.", "sanity.nonfinite"), "warning", ("instability.blips",)),
-    "not_learning": (("sanity.not_learning", "sanity.zero_lr"), "warning", ()),
-    "leakage": (("sanity.leak", "sanity.val_equals_train", "leak."), "warning", ()),
-    "suspicious_low": (("sanity.loss_implausibly_low",), "warning", ()),
-    "gradnorm_spikes": (("instability.grad_norm",), "warning", ()),
+    "instability": (("instability.", "sanity.nonfinite"), "warning",
+                    ("instability.blips", "instability.none")),  # spike_excerpt, gradnorm_jump included
+    "not_learning": (("sanity.not_learning", "sanity.zero_lr", "sanity.cannot_learn"), "warning", ()),
+    "leakage": (("sanity.val_not_held_out",), "warning", ()),
+    "suspicious_low": (("sanity.loss_implausibly_low", "sanity.invalid_loss"), "warning", ()),  # <= 0: a placeholder
+    "gradnorm_spikes": (("instability.gradnorm_jump",), "warning", ()),
 }
-SEVERITIES = ("info", "notice", "warning", "critical")
+SEVERITIES = ("ok", "info", "notice", "warning", "critical")  # as diagnose/findings.py
 
 LOGS = os.path.join(ROOT, "..", "shared", "logs")
 ZOO = os.path.join(ROOT, "tests", "fixtures", "zoo")
@@ -142,7 +143,7 @@ def score(items):
     for item, path in items:
         found, read_as = diagnose(path, item["facts"])
         got = raised(found) if found is not None else set()
-        loud = sorted({f["id"] for f in found or [] if SEVERITIES.index(f["severity"]) >= 2})
+        loud = sorted({f["id"] for f in found or [] if SEVERITIES.index(f["severity"]) >= SEVERITIES.index("warning")})
         rows.append(dict(item, unreadable=found is None, read_as=read_as, raised=sorted(got), loud=loud,
                          hits=[c for c in item["expect"] if c in got],
                          false=[c for c in item["forbid"] if c in got]))

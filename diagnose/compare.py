@@ -36,9 +36,32 @@ def table_rows(runs, findings_per_run):
             "tokens": tokens, "tokens_from": how, "tokens_per_iter": s["tokens_per_iter"],
             "last_train_loss": s["last_train_loss"], "last_val_loss": s["last_val_loss"],
             "best_val_loss": s["best_val_loss"], "best_val_iter": s["best_val_iter"],
-            "worst_severity": worst_severity(findings),
+            "worst_severity": worst_severity(findings), "last_val_bpb": s["last_val_bpb"],
+            "tokenizer": tokenizer_of(run),
         })
     return rows
+
+
+def tokenizer_of(run):
+    """What the run's tokens are (name or kind, vocabulary size), or None when the run does not say."""
+    t = run.data.get("tokenizer")
+    if not isinstance(t, dict):
+        return None
+    name = t.get("name") or t.get("kind") or t.get("encoding")
+    return f"{name or 'tokenizer'} ({t['vocab_size']})" if t.get("vocab_size") else name
+
+
+def on_bpb(rows):
+    """True when the runs must be compared on val bits per byte: every run has it and their
+    tokenizers differ (a loss per token of one vocabulary is not comparable with another's)."""
+    toks = {r["tokenizer"] for r in rows}
+    return len(rows) > 1 and all(r["last_val_bpb"] is not None for r in rows) and len(toks) > 1 and None not in toks
+
+
+def bpb_line(rows):
+    best = min(rows, key=lambda r: r["last_val_bpb"])
+    return (f"compared on val bits per byte (the tokenizers differ: {', '.join(sorted({r['tokenizer'] for r in rows}))}): "
+            + ", ".join(f"{r['run']} {fmt_num(r['last_val_bpb'])}" for r in rows) + f"; lowest: {best['run']}")
 
 
 def _cells(r):
@@ -60,6 +83,8 @@ def render_table(rows, markdown=False):
     else:
         widths = [max(len(str(row[i])) for row in cells) for i in range(len(COLUMNS))]
         lines = ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in cells]
+    if on_bpb(rows):
+        lines.append(("- " if markdown else "") + bpb_line(rows))
     unknown = [r for r in rows if r["tokens"] is None]
     for r in unknown:
         lines.append(f"{'- ' if markdown else ''}{r['run']}: {r['tokens_from']}; left out of the tokens overlay")
@@ -67,4 +92,5 @@ def render_table(rows, markdown=False):
 
 
 def compare_json(rows, docs):
-    return jsonable({"schema": "diagnose.compare/1", "table": rows, "runs": docs})
+    return jsonable({"schema": "diagnose.compare/1", "table": rows, "compared_on": "val_bpb" if on_bpb(rows) else
+                     "val_loss", "runs": docs})

@@ -77,7 +77,8 @@ def parse_csv(path, text):
             train_cols[c] = col(n)
     val_name = next((n for n in VAL_NAMES if n in keep), None)
     val = col(val_name) if val_name else np.full(len(it), np.nan)
-    has_val = np.isfinite(val)
+    # a written 'nan' is an eval that diverged (keep it); an empty cell is a row without an eval
+    has_val = np.array([r[keep[val_name]].strip() != "" for r in rows]) if val_name else np.isfinite(val)
     loss = train_cols.get("loss", np.full(len(it), np.nan))
     has_loss = np.isfinite(loss)
 

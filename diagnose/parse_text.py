@@ -64,19 +64,60 @@ HF_KEYS = {"loss": "loss", "learning_rate": "lr", "grad_norm": "grad_norm", "epo
 
 
 def _hf_rows(matches, kind):
-    """HF Trainer prints dicts; with no `step` in them the record's index is the iteration."""
-    out = []
-    for i, text in enumerate(matches):
+    """HF Trainer prints dicts, most without a `step`: there a train dict is numbered by how many
+    train dicts came before it, counting from 1, and an eval dict by the train dicts before it (the
+    Trainer logs, then evaluates, at the same step). _hf_steps turns these counts into steps with
+    the logging interval when the log states it."""
+    out, n_train = [], 0
+    for text in matches:
         d = literal_dict(text)
         if d is None:
             continue
-        if kind == "train" and "loss" in d:
-            out.append((d.get("step", i), d.get("loss"), d.get("learning_rate"), d.get("grad_norm"), d.get("epoch")))
+        if "loss" in d:
+            n_train += 1
+            if kind == "train":
+                out.append((d.get("step", n_train), d.get("loss"), d.get("learning_rate"), d.get("grad_norm"),
+                            d.get("epoch")))
         elif kind == "eval" and "eval_loss" in d:
-            out.append((d.get("step", i), d.get("eval_loss"), d.get("epoch")))
+            out.append((d.get("step", n_train), d.get("eval_loss"), d.get("epoch")))
     if kind == "train":
         return ("iter", "loss", "lr", "grad_norm", "epoch"), out
     return ("iter", "val_loss", "epoch"), out
+
+
+HF_DICT = r"(?m)^[^{\n]*(\{'(?:eval_)?loss': [^\n]*\})[^\n]*$"  # both kinds, in file order
+
+
+def _hf_interval(text, key):
+    """HF Trainer's logging_steps or eval_steps when the log echoes it (TrainingArguments, a JSON config,
+    the command line) with one value and that logging/eval is by steps; None otherwise."""
+    strategy = "logging_strategy" if key == "logging_steps" else "eval(?:uation)?_strategy"
+    if re.search(strategy + r"\W+(?:IntervalStrategy\.)?(?i:epoch|no)\b", text):
+        return None
+    found = {int(m) for m in re.findall(key + r"""['"]?\s*[=:]?\s*(\d+)""", text)}
+    return found.pop() if len(found) == 1 and min(found) > 0 else None
+
+
+def _hf_steps(text, rows_list, recognised):
+    """HF dicts without `step`: scale their record counts by the logging interval (evals: by
+    eval_steps, else the last logged step before them), or say that the iterations are counts of
+    logged records. Returns the note for the run, or None."""
+    hf = [(r, s) for r, (s, _) in zip(rows_list, recognised) if "HF Trainer" in s.name]
+    if not hf or "'step'" in re.findall(HF_DICT, text)[0]:
+        return None
+    interval, every = _hf_interval(text, "logging_steps"), _hf_interval(text, "eval_steps")
+    if interval:
+        for rows, shape in hf:
+            if shape.kind == "eval" and every:
+                rows.data = [((j + 1) * every, *row[1:]) for j, row in enumerate(rows.data)]
+            else:
+                rows.scale["iter"] = interval
+        return (f"HF Trainer dicts without 'step': iteration = logged records x logging_steps ({interval})"
+                + (f", evals every eval_steps ({every})" if every else ", an eval at the last logged step"))
+    for rows, _ in hf:  # the train record k (from 0) is iteration k, as before
+        rows.offset["iter"] = -1
+    return ("HF Trainer dicts without 'step' and no logging_steps in the log: the iteration is the record's "
+            "index (0, 1, 2, ...), not the optimizer step")
 
 
 SHAPES = [
@@ -144,10 +185,10 @@ SHAPES = [
           r"validation loss at iteration (\d+)[^\n]*?(?i:lm loss)(?: value)?: " + V, ("iter", "val_loss")),
     # a dict per line, maybe behind a progress bar and followed by a note (`} <-- spike`)
     Shape("{'loss': X, ...} (HF Trainer)", "generic", "train",
-          r"(?m)^[^{\n]*(\{'loss': [^\n]*\})[^\n]*$", None, rows=lambda m: _hf_rows(m, "train"),
+          HF_DICT, None, rows=lambda m: _hf_rows(m, "train"),
           loss_kind="iteration_mean"),  # the mean since the last log, over the accumulation too
     Shape("{'eval_loss': X, ...} (HF Trainer)", "generic", "eval",
-          r"(?m)^[^{\n]*(\{'eval_loss': [^\n]*\})[^\n]*$", None, rows=lambda m: _hf_rows(m, "eval")),
+          HF_DICT, None, rows=lambda m: _hf_rows(m, "eval")),
 ]
 
 GENERIC = [s.name for s in SHAPES if s.family == "generic"]
@@ -227,6 +268,7 @@ def parse_text(path, text):
         families = sorted({s.family for s, _ in recognised if s.family != "generic"})
         generic = any(s.family == "generic" for s, _ in recognised)
         fmt = "generic: " + " + ".join(s.name for s, _ in recognised) if generic else "+".join(families)
+    hf_note = _hf_steps(text, rows_list, recognised)
     # the seq of text rows is their index within one shape: file order is known per shape only
     run = finish_run(str(path), fmt, rows_list, ordered=False)
 
@@ -255,8 +297,8 @@ def parse_text(path, text):
         run.notes.append("iteration = litgpt's 'iter' (micro-batches); its optimizer step is 'step'")
     if any(s.name.startswith("Ep E") for s, _ in recognised):
         run.notes.append("the epoch column is 'Ep E' - 1 (epochs completed), not a fraction")
-    if any("HF Trainer" in s.name for s, _ in recognised):
-        run.notes.append("HF Trainer dicts without 'step': the iteration is the record's index")
+    if hf_note:
+        run.notes.append(hf_note)
     run.notes.extend(config_notes)
     return run
 

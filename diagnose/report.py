@@ -13,6 +13,7 @@ import numpy as np
 
 from atomic import make_parent, write_text_atomic
 from diagnose.findings import QUESTIONS, SEVERITIES
+from diagnose.recipe import recipe_line, recipe_of
 
 SCHEMA = "diagnose.report/1"
 COLOURS = {"critical": "\x1b[1;31m", "warning": "\x1b[33m", "notice": "\x1b[36m", "info": "\x1b[2m",
@@ -131,6 +132,8 @@ def summary(run):
     bpb = e["val_bpb"][np.isfinite(e["val_bpb"])]
     if len(bpb):
         out["last_val_bpb"] = float(bpb[-1])
+    recipe = recipe_of(run)
+    out["optimizer"], out["model_options"] = (recipe[0], recipe[1]) if recipe else (None, None)
     return out
 
 
@@ -168,10 +171,11 @@ def summary_lines(run):
     if s["last_train_loss"] is not None:
         losses.append(_with_ppl("last train loss", s["last_train_loss"], s["last_train_ppl"]))
     if s["last_val_loss"] is not None:
-        losses.append(_with_ppl("last val loss", s["last_val_loss"], s["last_val_ppl"]))
+        losses.append(_with_ppl("last val loss", s["last_val_loss"], s["last_val_ppl"])
+                      + (f" = {fmt_num(s['last_val_bpb'])} bits per byte" if s["last_val_bpb"] is not None else ""))
     if s["best_val_loss"] is not None:
         losses.append(_with_ppl("best val", s["best_val_loss"], s["best_val_ppl"]) + f" at iter {s['best_val_iter']}")
-    if s["last_val_bpb"] is not None:
+    if s["last_val_bpb"] is not None and s["last_val_loss"] is None:
         losses.append(f"last val {fmt_num(s['last_val_bpb'])} bits per byte")
     if s["nonfinite_train_losses"]:
         losses.append(f"{s['nonfinite_train_losses']} non-finite train losses")
@@ -179,6 +183,8 @@ def summary_lines(run):
         lines.append(", ".join(losses))
     if loss_kind_line(run):
         lines.append(loss_kind_line(run))
+    if recipe_line(run):
+        lines.append(recipe_line(run))
     known = []
     known.append(f"tokens/iter {fmt_num(s['tokens_per_iter'])}" if s["tokens_per_iter"] else "tokens/iter unknown")
     known.append(f"dataset {fmt_num(s['train_tokens'])} train tokens" if s["train_tokens"] else "dataset size unknown")

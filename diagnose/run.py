@@ -10,9 +10,9 @@ import numpy as np
 
 # columns of Run.train and Run.eval; every parser fills all of them (NaN when unknown)
 TRAIN_COLUMNS = ("iter", "loss", "lr", "grad_norm", "grad_scale", "dt_ms",
-                 "tokens_per_sec", "mfu", "tokens", "epoch")
+                 "tokens_per_sec", "mfu", "tokens", "epoch", "lr_mult")  # lr_mult: the schedule's multiplier
 EVAL_COLUMNS = ("iter", "train_loss", "val_loss", "train_loss_se", "val_loss_se",
-                "tokens", "epoch", "lr", "val_bpb")  # val_bpb: bits per byte (nanochat), not comparable to a loss
+                "tokens", "epoch", "lr", "val_bpb", "lr_mult")  # val_bpb: bits per byte (nanochat), not comparable to a loss
 
 # what one logged train loss is an average of: a fact of the format (see each parser)
 TRAIN_LOSS_KINDS = (

@@ -1,6 +1,7 @@
 """Detectors against synthetic curves with known ground truth (tests/curves.py), several seeds."""
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -461,3 +462,40 @@ def test_loss_that_creeps_up_at_constant_lr_after_flattening_is_a_plateau():
     assert (f.id, f.severity) == ("plateau.creep", "warning") and f.evidence["lr_ratio"] == pytest.approx(1.0)
     assert f.evidence["rise"] == pytest.approx(0.0375, abs=0.01)     # the fitted rise over the last half
     assert not [f for f in instability.detect(run) if f.rank() > INFO]
+
+
+def test_one_logged_step_above_the_initial_loss_then_back_on_trend_is_a_blip():
+    """A bad batch can cost more than the initial loss for one step; wrecked weights would take far
+    longer than one step to relearn (zoo healthy_cosine: 6.89 at iter 55, 3.37 at 56)."""
+    rng = np.random.default_rng(0)
+    n = 400
+    base = curves.power_law(np.arange(n), L0=2.0, A=3.0) + rng.normal(0, 0.05, n)
+    one = base.copy()
+    one[200] = 6.0   # above the initial loss (ln 100 = 4.6 for this vocabulary) by more than ABOVE_INIT
+    fs = instability.detect(curves.make_run(one, lr=np.full(n, 1.0)))
+    assert not [f for f in fs if f.id == "instability.spike"], [(f.id, f.title) for f in fs]
+    assert 200 in next(f for f in fs if f.id == "instability.blips").evidence["blip_iters"]
+    back = base.copy()
+    back[200], back[201] = 6.0, base[201] + 0.3  # zoo cosine_stopped_early: 7.29, then 3.43 (trend ~3.2)
+    assert not [f for f in instability.detect(curves.make_run(back, lr=np.full(n, 1.0))) if f.id == "instability.spike"]
+    two = base.copy()
+    two[200:202] = 6.0   # two logged steps up there: the weights were moved, not one batch
+    spike = [f for f in instability.detect(curves.make_run(two, lr=np.full(n, 1.0))) if f.id == "instability.spike"]
+    assert len(spike) == 1 and spike[0].evidence["above_initial_loss"] == [True]
+
+
+def test_val_lower_at_every_eval_of_the_window_is_still_improving(tmp_path):
+    """zoo healthy_wsd: val 2.457 > 2.434 > 2.395 > 2.359 > 2.337 over the last quarter, each eval's SE
+    0.055 (on a fixed val set, so the differences are far less noisy): the order alone rules out flat."""
+    import gzip
+    from diagnose.detectors import plateau
+    from diagnose.parse import load_run
+    path = tmp_path / "metrics.jsonl"
+    with gzip.open(os.path.join(os.path.dirname(__file__), "fixtures", "zoo", "healthy_wsd", "metrics.jsonl.gz"),
+                   "rt") as f:
+        path.write_text(f.read())
+    fs = plateau.detect(load_run(str(path)))
+    assert [f.id for f in fs] == ["plateau.none"] and fs[0].evidence["falls_at_every_eval"] is True
+    assert plateau.falls_at_every_eval(np.array([2.5, 2.4, 2.3, 2.2]))
+    assert not plateau.falls_at_every_eval(np.array([2.5, 2.4, 2.41, 2.2]))
+    assert not plateau.falls_at_every_eval(np.array([2.5, 2.4, 2.3]))   # 1/6: not rare enough

@@ -330,6 +330,13 @@ def test_generic_shapes(tmp_path):
     r = load_run(write(tmp_path, "hf.log", hf))
     assert list(r.train["loss"]) == [2.5, 2.3] and list(r.train["lr"]) == [5e-05, 4e-05]
     assert list(r.eval["val_loss"]) == [2.4]
+    assert list(r.train["iter"]) == [0, 1] and list(r.eval["iter"]) == [1]  # record index: no interval said
+    assert any("no logging_steps in the log" in n for n in r.notes)
+    # the TrainingArguments echo (HF's example scripts log it) gives the optimizer steps
+    r = load_run(write(tmp_path, "hf_args.log", "TrainingArguments(\nlogging_steps=50,\n)\n" + hf))
+    assert list(r.train["iter"]) == [50, 100] and list(r.eval["iter"]) == [100]
+    r = load_run(write(tmp_path, "hf_args2.log", "TrainingArguments(\neval_steps=75,\nlogging_steps=50,\n)\n" + hf))
+    assert list(r.eval["iter"]) == [75]
 
     # nothing known: the fallback names what it recognised
     odd = "epoch 1 | step: 10 | train_loss=3.5 | val_loss=3.7\nstep: 20 | train_loss=3.25\n"

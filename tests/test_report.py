@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+import curves
 from diagnose import report
 from diagnose.findings import Finding
 from diagnose.parse_jsonl import run_from_records
@@ -198,3 +199,72 @@ def test_plot_marks_from_the_series_when_findings_lack_them(tmp_path):
     onset = Finding("plateau.true", "notice", "flat", "", iters=(45, 59))
     paths = plots.plot_run(run, [spike, recovered, onset], str(tmp_path))
     assert os.path.getsize(paths[0]) > 1000
+
+
+# -----------------------------------------------------------------------------
+# issue 12/13: the recipe (optimizer, model options), the schedule multiplier, bits per byte
+
+def _modern_metrics(path, optimizer="muon", options=None, tokenizer=("gpt2", 50304), bpb_scale=0.33, n=40):
+    """A metrics.jsonl as train.py writes it for a run with two LR groups: `lr` is one group's raw LR
+    (AdamW's, constant here), `lr_mult` the schedule multiplier both groups share (decaying)."""
+    cfg = dict(optimizer=optimizer, learning_rate=6e-4, muon_lr=3e-3, **(options or {}))
+    recs = [{"event": "run", "config": cfg, "model": {"params": 40_000_000},
+             "data": {"tokenizer": {"name": tokenizer[0], "vocab_size": tokenizer[1]}, "train_tokens": 10**9}}]
+    for i in range(n):
+        mult = 1.0 if i < n // 2 else 1.0 - (i - n // 2) / (n // 2) * 0.9
+        recs.append({"event": "train", "iter": i, "loss": 5.0 - 0.02 * i, "lr": 6e-4, "lr_mult": mult})
+        if i % 10 == 9:
+            val = 5.1 - 0.02 * i
+            recs.append({"event": "eval", "iter": i, "val_loss": val, "val_bpb": val * bpb_scale, "lr_mult": mult})
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    return str(path)
+
+
+def test_the_schedule_multiplier_not_one_groups_raw_lr(tmp_path):
+    from diagnose.detectors.common import lr_now_and_peak
+    from diagnose.parse import load_run
+    run = load_run(_modern_metrics(tmp_path / "metrics.jsonl"))
+    assert run.train["lr_mult"][-1] == pytest.approx(1.0 - 19 / 20 * 0.9)
+    now, peak = lr_now_and_peak(run, 39)
+    assert peak == pytest.approx(6e-4) and now / peak == pytest.approx(1.0 - 19 / 20 * 0.9)  # not 6e-4 / 6e-4
+
+
+def test_report_names_the_optimizer_options_and_bits_per_byte(tmp_path):
+    from diagnose.detect import run_all
+    from diagnose.parse import load_run
+    run = load_run(_modern_metrics(tmp_path / "metrics.jsonl", options=dict(rope=True, norm="rmsnorm", mlp_act="gelu")))
+    text = report.render_terminal(run, run_all(run))
+    assert "optimizer muon (muon_lr 0.003), model options rope=True, norm=rmsnorm" in text
+    assert "last val loss 4.32 (perplexity 75.19) = 1.426 bits per" in text  # beside the val loss
+    s = report.summary(run)
+    assert s["optimizer"] == "muon" and s["model_options"] == {"rope": True, "norm": "rmsnorm"}
+    run = load_run(_modern_metrics(tmp_path / "m2.jsonl", optimizer="adamw"))
+    assert "optimizer adamw, GPT-2 model (learned positions, LayerNorm, GELU, tied head)" in \
+        report.render_terminal(run, run_all(run))
+
+
+def test_a_gpt2_recipe_plateau_recommends_the_modern_config():
+    from diagnose.detectors import plateau
+    run = curves.plateau(0, onset=3000)
+    assert not any("modern" in r for f in plateau.detect(run) for r in f.recommendations)  # no run record
+    run.config["optimizer"] = "adamw"
+    (f,) = plateau.detect(run)
+    assert f.id == "plateau.true"
+    assert any(r.startswith("python train.py config/train_fineweb_4070_modern.py  (") for r in f.recommendations)
+    run.config["optimizer"] = "muon"
+    assert not any("modern" in r for r in plateau.detect(run)[0].recommendations)
+    run.config.update(optimizer="adamw", rope=True)
+    assert not any("modern" in r for r in plateau.detect(run)[0].recommendations)
+
+
+def test_compare_on_bits_per_byte_when_the_tokenizers_differ(tmp_path):
+    from diagnose import compare
+    from diagnose.parse import load_run
+    a = load_run(_modern_metrics(tmp_path / "a.jsonl", tokenizer=("gpt2", 50304), bpb_scale=0.33))
+    b = load_run(_modern_metrics(tmp_path / "b.jsonl", tokenizer=("byte", 256), bpb_scale=0.30))
+    rows = compare.table_rows([a, b], [[], []])
+    assert compare.on_bpb(rows) and "compared on val bits per byte (the tokenizers differ: byte (256), gpt2 (50304))" \
+        in compare.render_table(rows)
+    assert "a.jsonl 1.426, b.jsonl 1.296; lowest: b.jsonl\n" in compare.render_table(rows)
+    same = compare.table_rows([a, a], [[], []])
+    assert not compare.on_bpb(same) and "bits per byte" not in compare.render_table(same)

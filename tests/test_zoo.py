@@ -79,20 +79,11 @@ def expected(fmt, s):
             [e["val_loss"] for e in after], tol)
 
 
-GAPS = "parser gap found by the zoo (issue 17): "
-XFAIL = {  # (format, part, run or '*') -> why the current parser cannot give the numbers back
-    ("llmc", "eval", "*"): "llm.c's `val loss X` lines carry no step; the parser does not read them yet",
-    ("build-nanogpt", "train", "*"): "build-nanogpt log.txt (`N train X`) is not parsed yet (parser helper)",
-    ("build-nanogpt", "eval", "*"): "build-nanogpt log.txt (`N val X`) is not parsed yet (parser helper)",
-    ("hf-trainer", "train", "*"): "HF Trainer dicts have no step: the parser numbers records 0, 1, 2 instead of "
-                                  "the optimizer step (recoverable from the epoch and steps per epoch)",
-    ("hf-trainer", "eval", "*"): "HF Trainer eval dicts have no step: the parser numbers them 0, 1, 2",
-    ("llmc", "train", "loss_scale_fp16"): GAPS + "llm.c pads a NaN to its field width (`norm    nan`, as in "
-                                          "../shared/logs' llm.c NaN log); the regex wants no space, drops the line",
-    ("wandb-csv", "eval", "loss_scale_fp16"): GAPS + "wandb CSV rows whose val/loss is nan are dropped (metrics.jsonl "
-                                              "keeps them)",
-}
-XFAIL_VALUES = {"loss_scale_fp16": GAPS + "HF Trainer dicts with `'loss': nan` are not read (literal_dict fails)"}
+XFAIL = {}  # (format, part, run or '*') -> why the current parser cannot give the numbers back
+XFAIL_VALUES = {}
+# HF's example scripts log their TrainingArguments at start-up; the rendering holds only the dicts,
+# so the test gives the parser the line that says the logging interval (without it: the next test)
+HF_ECHO = "Training/evaluation parameters TrainingArguments(\neval_steps={},\nlogging_steps=%d,\n)\n" % render.HF_INTERVAL
 
 
 def _case(fmt, part, name):
@@ -110,7 +101,13 @@ def test_renderings_parse_back_to_the_run(tmp_path, fmt, part, name):
     from diagnose.parse import load_run
     s = load(name)
     it, loss, eit, val, tol = expected(fmt, s)
-    run = load_run(plain(tmp_path, name, fmt))
+    path = plain(tmp_path, name, fmt)
+    if fmt == "hf-trainer":
+        with open(path) as f:
+            text = f.read()
+        with open(path, "w") as f:
+            f.write(HF_ECHO.format(SPECS[name]["config"]["eval_interval"]) + text)
+    run = load_run(path)
     if part == "train":
         got_it, got, want_it, want = run.train["iter"], run.train["loss"], it, loss
     else:
@@ -137,6 +134,11 @@ def test_hf_trainer_losses_are_the_interval_means(tmp_path, name):
     np.testing.assert_allclose(run.train["epoch"], [round(r["epoch"], 2) for r, _ in
                                                     interval_ends(s, render.HF_INTERVAL)], atol=1e-12)
     np.testing.assert_allclose(run.eval["val_loss"], val, rtol=0, atol=1e-12, equal_nan=True)
+    # no logging_steps in the log: the iterations are the records' index, and the run says so
+    want_it, _, want_eit, _, _ = expected("hf-trainer", s)
+    assert list(run.train["iter"]) == list(range(len(loss)))
+    assert list(run.eval["iter"]) == [it // render.HF_INTERVAL - 1 for it in want_eit]
+    assert any("no logging_steps in the log" in n for n in run.notes)
 
 
 def test_nanogpt_stdout_parses_to_its_own_numbers(tmp_path):
@@ -252,3 +254,29 @@ def test_fixtures_stay_small():
     total = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(ZOO) for f in fs)
     assert total < 3 * 2 ** 20, f"tests/fixtures/zoo is {total / 2 ** 20:.1f} MiB"
 
+
+
+@pytest.mark.parametrize("fmt", ["nanogpt", "hf-trainer", "megatron", "wandb-csv"])
+def test_frozen_weights_are_not_learning_whatever_the_train_noise(tmp_path, fmt):
+    """lr_frozen (LR ~1e-9): the train batches' noise hides it, the evals (a fixed val set) do not move."""
+    from diagnose.detectors import sanity
+    from diagnose.parse import load_run
+    run = load_run(plain(tmp_path, "lr_frozen", fmt))
+    found = sanity.not_learning(run)
+    assert [f.id for f in found] == ["sanity.not_learning"]
+    assert "evals" in found[0].explanation and found[0].evidence["level"] == pytest.approx(5.6897, abs=1e-4)
+
+
+def test_evals_that_move_by_more_than_the_frozen_range_are_learning(tmp_path):
+    from diagnose.detectors import sanity
+    from diagnose.parse import load_run
+    for name in ("healthy_short", "plateau_width_8", "overfit_tiny_const"):
+        run = load_run(plain(tmp_path, name, "metrics.jsonl"))
+        assert sanity.not_learning(run) == [], name
+    lines = "".join(f"step {i * 25}: train loss 3.5000, val loss {3.6 - 0.0004 * i:.4f}\n" for i in range(6))
+    path = tmp_path / "moving.txt"
+    path.write_text(lines)  # val falls 0.002 over 6 evals: slow, not frozen
+    assert sanity.not_learning(load_run(str(path))) == []
+    path.write_text("".join(f"step {i * 25}: train loss 3.5000, val loss {3.6 - 0.0001 * (i % 2):.4f}\n"
+                            for i in range(6)))  # within 1e-4: frozen
+    assert [f.id for f in sanity.not_learning(load_run(str(path)))] == ["sanity.not_learning"]

@@ -52,7 +52,16 @@ def planned_lr(run, it):
 
 
 def lr_now_and_peak(run, it):
-    """(lr at `it`, peak lr): from the config when known, else from the logged LR column."""
+    """(lr at `it`, peak lr): from the logged schedule multiplier (train.py's lr_mult: the same for
+    every optimizer group, where Muon and AdamW have LRs of their own), else the config when known,
+    else the logged LR column."""
+    i, mult = train_series(run, "lr_mult")
+    if len(mult) == 0:
+        i, mult = eval_series(run, "lr_mult")
+    if len(mult) and np.max(mult) > 0:
+        k = max(0, int(np.searchsorted(i, it, side="right")) - 1)
+        peak = float(run.config["learning_rate"]) if run.config.get("learning_rate") else 1.0
+        return peak * float(mult[k]), peak * float(np.max(mult))
     if schedule_known(run):
         peak = float(run.config["learning_rate"])
         return planned_lr(run, it), peak

@@ -71,8 +71,9 @@ def spikes(run, tn, diverged=False):
         while j + 1 < len(v) and r[j + 1] > 2 * local[j + 1]:
             j += 1
         steps = j - k + 1
-        # above the loss the run started from is never benign, however fast it comes back
-        wrecked = float(v[k:j + 1].max()) > init + max(ABOVE_INIT, OUTLIER_Z * local[k])
+        # above the loss the run started from is not benign unless only one logged step is up there:
+        # wrecked weights take far longer than a step to relearn (that was one bad batch)
+        wrecked = int(np.sum(v[k:j + 1] > init + max(ABOVE_INIT, OUTLIER_Z * local[k]))) > 1
         if k < tn["window"] // 2 and not wrecked:
             pass            # the rolling trend cannot follow the fast first fall at the edge: not a spike
         else:

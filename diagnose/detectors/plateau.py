@@ -13,6 +13,7 @@ from diagnose.detectors.common import (eval_series, finished, iters_done, lr_now
 from diagnose.analysis import analysis_of
 from diagnose.findings import Finding
 from diagnose.noise import min_detectable_change
+from diagnose.recipe import modern_recipe_advice
 
 WINDOW = 0.25        # the last quarter of the iterations seen
 LR_HIGH = 0.5        # LR above this share of its peak is 'still near peak'
@@ -75,7 +76,9 @@ def detect(run):
     ev.update(drop_last_half=num(drop_h), drop_last_half_se=num(drop_h_se), practically_flat=practical,
               test=f"fitted fall over the last quarter > 2 SE and > the min detectable change, and over the "
                    f"last half an upper bound (fall + 2 SE) of at least {MATERIAL_GAIN} nats")
-    if significant(drop, drop_se, mdc) and not practical:
+    falling = falls_at_every_eval(y)
+    ev["falls_at_every_eval"] = falling
+    if (significant(drop, drop_se, mdc) or falling) and not practical:
         return [Finding("plateau.none", "ok",
                         f"still improving: {name} fell {drop:.3f} nats over iterations {int(x[0])}-{int(x[-1])}",
                         f"The fitted fall over the last quarter ({drop:.3f} nats) is {drop / max(drop_se, 1e-12):.1f} "
@@ -162,7 +165,8 @@ def detect(run):
         "data.repetition: repeated epochs are worth less) or the model's capacity (see capacity.*).",
         evidence=ev, iters=region,
         recommendations=["--early_stop=True", "more unique data (--dataset=...)",
-                         "a larger model (--n_layer / --n_embd, see capacity)"])]
+                         "a larger model (--n_layer / --n_embd, see capacity)"]
+        + ([modern_recipe_advice(run)] if modern_recipe_advice(run) else []))]
 
 
 def creep(run, it, v, se, name):
@@ -231,6 +235,13 @@ def fitted_drop(x, y, se):
     resid = y - (y.mean() + slope * xc)
     sigma = max(se, float(np.std(resid, ddof=2)) if len(y) > 3 else se)
     return -slope * width, sigma * width / np.sqrt(np.sum(xc ** 2)), xc
+
+
+def falls_at_every_eval(y):
+    """Lower at each of >= 4 evals in a row: under flat exchangeable noise that order has chance 1/m!
+    (1/24 for 4), whatever the per-eval SE says. Evals on a fixed val set are correlated, so their
+    differences are far less noisy than sqrt(2) x the SE of one eval; the order test needs no SE."""
+    return bool(len(y) >= 4 and np.all(np.diff(y) < 0))
 
 
 def significant(drop, drop_se, mdc):

@@ -226,7 +226,10 @@ def not_learning(run):
     it, v = train_series(run)
     if len(v) < 10:
         it, v = eval_series(run)
-    if len(v) < 10:
+    frozen = _evals_frozen(run)
+    if len(v) < 10 and frozen:
+        it, v = frozen[0], frozen[1]
+    elif len(v) < 10:
         return []
     q = max(2, len(v) // 4)
     drop = float(np.median(v[:q]) - np.median(v[-q:]))
@@ -234,11 +237,17 @@ def not_learning(run):
     level = float(np.median(v[-q:]))
     at_uniform = vocab is not None and abs(level - math.log(vocab)) < 0.1
     constant = float(np.ptp(v[-q:])) < 1e-4 and float(np.ptp(v)) < 1e-3
+    if frozen and drop <= 0.05 * max(level, 1e-9):
+        it, v, level, constant = frozen[0], frozen[1], float(np.median(frozen[1])), True
+        at_uniform = vocab is not None and abs(level - math.log(vocab)) < 0.1
     if drop > 0.05 * max(level, 1e-9) or not (at_uniform or constant):
         return []
     why = (f"the loss stays at {level:.4f}" + (f" = ln({vocab}) = {math.log(vocab):.4f}, the loss of a "
                                               f"uniform guess over the vocabulary" if at_uniform else
                                               ", exactly the same value at every step"))
+    if frozen:
+        why = (f"the val loss stays at {level:.4f} within {frozen[2]:.1e} over {len(frozen[1])} evals (a "
+               "fixed val set at weights that do not change)")
     return [Finding("sanity.not_learning", "critical", f"not learning: loss constant at {level:.4f}",
                     f"Over {len(v)} logged steps {why}. The model's output does not depend on its "
                     "weights or the weights do not change: a zero or NaN-skipped update (fp16 scaler "
@@ -249,6 +258,20 @@ def not_learning(run):
                     recommendations=["--learning_rate=6e-4", "--dtype=bfloat16",
                                      "check that the optimizer steps (grad_norm > 0, loss.backward() reached)"],
                     missing=missing("vocab_size") if vocab is None else [])]
+
+
+FROZEN_EVALS = 4       # evals needed to call the val loss unchanged
+FROZEN_RANGE = 1e-3    # nats: any learning moves the val loss by more than this over a run's evals
+
+
+def _evals_frozen(run):
+    """(iters, val losses, range) when every eval gives the same val loss within FROZEN_RANGE: the
+    weights do not change (LR ~0, frozen parameters), whatever the train batches' noise says."""
+    it, v = eval_series(run)
+    if len(v) < FROZEN_EVALS or not np.all(np.isfinite(v)):
+        return None
+    span = float(np.ptp(v))
+    return (it, v, span) if span < FROZEN_RANGE else None
 
 
 SAME_DATA = 0.1     # |val - train| under this share of a difference's SE at every eval: the same tokens
