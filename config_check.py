@@ -1,5 +1,6 @@
 """One-line errors for impossible train.py settings, before anything is loaded."""
 import facts
+import optim
 from dataloader import SAMPLING
 from errors import UserError
 from fault_hooks import parse_faults
@@ -20,6 +21,7 @@ def validate(c):
     need(c['n_embd'] % c['n_head'] == 0, f"n_embd={c['n_embd']} is not divisible by n_head={c['n_head']}",
          "pick n_embd a multiple of n_head (e.g. n_head=12 with n_embd=768)")
     validate_optimizer(c)
+    optim.check_config(c)
     need(0 <= c['dropout'] < 1, f"dropout={c['dropout']} is outside [0, 1)", "e.g. --dropout=0.1")
     need(c['cpu_threads'] >= 0, f"cpu_threads={c['cpu_threads']} is negative", "use 0 for torch's default")
     need(c['dtype'] in DTYPES, f"unknown dtype {c['dtype']!r}", f"use one of {', '.join(DTYPES)}")

@@ -11,10 +11,11 @@ import torch
 
 import checkpoint
 import facts
+import optim
 import runtime
 from dataloader import TokenFile, TrainLoader, num_windows
 from errors import UserError
-from model import GPT, GPTConfig
+from model import GPT, OPTION_KEYS, GPTConfig
 from train_step import Training
 
 SHAPE_KEYS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias')  # fixed by a checkpoint
@@ -52,12 +53,14 @@ def model_args_for(config, data, ckpt, note=print):
         return dict(n_layer=config['n_layer'], n_head=config['n_head'], n_embd=config['n_embd'],
                     block_size=config['block_size'], bias=config['bias'],
                     vocab_size=facts.padded_vocab_size(data.token_vocab), token_vocab_size=data.token_vocab,
-                    dropout=config['dropout'])
+                    dropout=config['dropout'], **{k: config[k] for k in OPTION_KEYS})
     model_args = dict(ckpt['model_args'])
+    for k in OPTION_KEYS:  # checkpoints from before the options lack them: GPT-2's values
+        model_args[k] = model_args.get(k, getattr(GPTConfig, k))
     if model_args.get('token_vocab_size') not in (None, data.token_vocab):
         raise UserError(f"the checkpoint was trained on a vocabulary of {model_args['token_vocab_size']} tokens "
                         f"but {data.dir} has {data.token_vocab}; resume with the dataset it was trained on")
-    for k in SHAPE_KEYS:
+    for k in SHAPE_KEYS + OPTION_KEYS:
         if config[k] != model_args[k]:
             note(f"note: {k}={config[k]} ignored on resume; the checkpoint has {k}={model_args[k]}")
         config[k] = model_args[k]
@@ -67,17 +70,16 @@ def model_args_for(config, data, ckpt, note=print):
 
 def create_model_and_optimizer(config, model_args, rt, ckpt=None):
     """(raw_model, optimizer, scaler, fused): the same initial weights on every rank (or the
-    checkpoint's), AdamW with nanoGPT's groups, a GradScaler for float16."""
+    checkpoint's), the config's optim.Optimizers, a GradScaler for float16."""
     torch.manual_seed(config['seed'])
     model = GPT(GPTConfig(**model_args))
     if ckpt is not None:
         model.load_state_dict(checkpoint.clean_state_dict(ckpt['model']))
     model.to(rt.device)
     torch.manual_seed(config['seed'] + rt.rank)  # dropout differs across ranks
-    optimizer, fused = model.configure_optimizers(config['weight_decay'], config['learning_rate'],
-                                                  (config['beta1'], config['beta2']), rt.device.type)
+    optimizer = optim.build_from_config(model, config, rt.device.type)
     scaler = torch.amp.GradScaler(rt.device.type) if rt.dtype == 'float16' else None
-    return model, optimizer, scaler, fused
+    return model, optimizer, scaler, optimizer.fused
 
 
 def build_training(config, model_args, data, rt, ckpt=None):
