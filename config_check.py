@@ -1,5 +1,6 @@
 """One-line errors for impossible train.py settings, before anything is loaded."""
 import facts
+import hf_gpt2
 import optim
 from dataloader import SAMPLING
 from errors import UserError
@@ -26,8 +27,9 @@ def validate(c):
     need(c['cpu_threads'] >= 0, f"cpu_threads={c['cpu_threads']} is negative", "use 0 for torch's default")
     need(c['dtype'] in DTYPES, f"unknown dtype {c['dtype']!r}", f"use one of {', '.join(DTYPES)}")
     need(c['sampling'] in SAMPLING, f"unknown sampling {c['sampling']!r}", f"use one of {', '.join(SAMPLING)}")
-    need(c['init_from'] in ('scratch', 'resume'), f"init_from={c['init_from']!r} is not supported",
-         "use 'scratch' or 'resume'")
+    need(c['init_from'] in ('scratch', 'resume') or hf_gpt2.is_hf_source(c['init_from']),
+         f"init_from={c['init_from']!r} is not supported",
+         f"use 'scratch', 'resume', {', '.join(hf_gpt2.GPT2_HUB_NAMES)} or hf:PATH (a Hugging Face GPT-2 folder)")
     need(c['backend'] in ('auto', 'nccl', 'gloo'), f"unknown backend {c['backend']!r}", "use auto, nccl or gloo")
     dev = c['device']
     need(dev in ('auto', 'cpu', 'cuda', 'mps') or dev.startswith('cuda:'), f"unknown device {dev!r}",

@@ -44,7 +44,7 @@ log_interval = 1  # log a train record every this many iterations
 eval_iters = 200  # batches per split in each evaluation (the same batches every time)
 eval_only = False  # evaluate once and exit
 always_save_checkpoint = True  # write ckpt.pt at every eval (best.pt is written only when val improves)
-init_from = 'scratch'  # 'scratch' or 'resume' (from out_dir/ckpt.pt, exactly where it stopped)
+init_from = 'scratch'  # 'scratch', 'resume' (from out_dir/ckpt.pt, exactly where it stopped), or GPT-2 weights to fine-tune: gpt2, gpt2-medium, gpt2-large, gpt2-xl (Hugging Face cache) or hf:PATH (a local folder)
 # wandb logging
 wandb_log = False  # log to Weights & Biases (works offline with WANDB_MODE=offline)
 wandb_project = 'nanogpt'  # wandb project
@@ -109,6 +109,7 @@ import torch  # noqa: E402  (after the handlers: importing torch takes seconds)
 
 import checkpoint  # noqa: E402
 import facts  # noqa: E402
+import hf_gpt2  # noqa: E402
 import optim  # noqa: E402
 import runtime  # noqa: E402
 import train_setup as setup  # noqa: E402
@@ -239,9 +240,14 @@ def start(c):
     if ckpt is not None:
         optim.require_same_kind(optim.recorded_kind(ckpt['optimizer']), c.optimizer,
                                 os.path.join(c.out_dir, checkpoint.CKPT))
-    model_args = setup.model_args_for(c, data, ckpt, note=say)
+    if hf_gpt2.is_hf_source(c.init_from):
+        model_args, weights = setup.hf_model_args(c, data, {k: globals()[k] for k in config_keys}, note=say)
+    else:
+        model_args = setup.model_args_for(c, data, ckpt, note=say)
+        weights = checkpoint.clean_state_dict(ckpt['model']) if ckpt is not None else None
     setup.check_block_fits(data, c.block_size)
-    t, fused = setup.build_training(c, model_args, data, rt, ckpt)
+    t, fused = setup.build_training(c, model_args, data, rt, weights)
+    del weights
     state = RunState.from_checkpoint(ckpt)
     if ckpt is not None:
         restore_training(t, ckpt)
@@ -292,7 +298,9 @@ def write_run_record(r, meta, model_args, compiled, fused, warnings):
     for w in warnings:
         r.log.warn(r.state.iter_num, 'setup', w)
     if rt.master:
-        print(f"{'resuming at iter ' + str(resumed) if resumed is not None else 'training from scratch'}: "
+        begin = ('resuming at iter ' + str(resumed) if resumed is not None else
+                 f'fine-tuning {c.init_from}' if hf_gpt2.is_hf_source(c.init_from) else 'training from scratch')
+        print(f"{begin}: "
               f"{counts['params'] / 1e6:.2f}M parameters ({counts['non_embedding_params'] / 1e6:.2f}M non-embedding), "
               f"{r.tokens_per_iter:,} tokens per iteration, {rt.world_size} rank(s), {rt.device_name}, {rt.dtype}, "
               f"compile {compiled}, optimizer {c.optimizer}, fused AdamW {fused}", flush=True)
