@@ -414,3 +414,39 @@ def test_wandb_offline_and_a_resume_continues_the_same_wandb_run(data, tmp_path)
     offline = [r for r in runs if r.startswith("offline-run-")]
     # two segments (start and resume), both logged offline under the same wandb run id
     assert len(offline) == 2 and all(r.endswith(f"-{first_id}") for r in offline), runs
+
+
+MODERN = ["--optimizer=muon", "--muon_lr=2e-2", "--rope=True", "--norm=rmsnorm", "--qk_norm=True", "--mlp_act=relu2",
+          "--tie_embeddings=False", "--zero_init=True", "--logit_softcap=30", "--lr_schedule=wsd"]
+
+
+def test_a_modern_run_resumes_bit_exact_and_refuses_the_other_optimizer(data, tmp_path):
+    from errors import UserError
+    args = TINY + [f"--data_dir={data}"] + MODERN
+    full = str(tmp_path / "full")
+    train_in_process(args + [f"--out_dir={full}"])
+    out = str(tmp_path / "resumed")
+    train_in_process(args + [f"--out_dir={out}", "--fault_inject=sigterm@6"])
+    assert load_ckpt(os.path.join(out, "ckpt.pt"))["iter_num"] == 7
+    train_in_process(args + [f"--out_dir={out}", "--init_from=resume"])
+    a, b = load_ckpt(os.path.join(full, "ckpt.pt")), load_ckpt(os.path.join(out, "ckpt.pt"))
+    assert a["iter_num"] == b["iter_num"] == 12 and a["optimizer"]["kind"] == "muon"
+    assert "lm_head.weight" in a["model"] and "transformer.wpe.weight" not in a["model"]  # untied, rotary
+    assert_same_state(a, b)  # bit-exact: weights, Muon's momentum buffers and AdamW's moments
+    run = read_metrics(full)[0]
+    assert run["model"]["optimizer"] == "muon" and run["model"]["rope"] is True
+    assert run["model"]["tie_embeddings"] is False and run["model"]["logit_softcap"] == 30
+    assert run["model"]["params"] == sum(v.numel() for v in a["model"].values())  # counts follow the options
+    with pytest.raises(UserError) as e:
+        train_in_process(args + [f"--out_dir={out}", "--init_from=resume", "--optimizer=adamw", "--max_iters=14"])
+    assert str(e.value) == (f"{os.path.join(out, 'ckpt.pt')} was trained with optimizer='muon' but the config says "
+                            f"optimizer='adamw'; resume with --optimizer=muon, or start with --init_from=scratch")
+
+
+def test_muon_groups_get_the_schedule_multiplier_of_their_own_peak_lr(data, tmp_path):
+    from fault_hooks import FaultHooks
+    from train_step import train_step
+    with tiny_run(data, str(tmp_path / "out"), *MODERN) as r:
+        train_step(r.t, r.rt, 0, 0.25, r.stop, FaultHooks())
+        assert [g["lr"] for g in r.t.optimizer.parts["muon"].param_groups] == [0.25 * 2e-2]
+        assert {g["lr"] for g in r.t.optimizer.parts["adamw"].param_groups} == {0.25 * 1e-2}
