@@ -117,7 +117,7 @@ from atomic import write_json_atomic  # noqa: E402
 from config_check import check_world_size, validate  # noqa: E402,F401  (tests call train.validate)
 from configurator import Config, configure  # noqa: E402
 from errors import UserError, exit_on_user_error  # noqa: E402
-from evaluation import EvalSets, evaluate  # noqa: E402
+from evaluation import EvalSets, evaluate, token_byte_lengths_for  # noqa: E402
 from fault_hooks import FaultHooks  # noqa: E402
 from metrics_log import MetricsLog, live_monitor, start_wandb  # noqa: E402
 from model import OPTION_KEYS  # noqa: E402
@@ -195,7 +195,9 @@ def evaluate_and_checkpoint(r, lr, end_reason):
     metrics = evaluate(r.eval_model, r.eval_sets, r.rt)
     it = r.state.iter_num
     if r.rt.master:
-        print(f"step {it}: train loss {metrics['train_loss']:.4f}, val loss {metrics['val_loss']:.4f}", flush=True)
+        bpb_text = f", val bpb {metrics['val_bpb']:.4f}" if 'val_bpb' in metrics else ""
+        print(f"step {it}: train loss {metrics['train_loss']:.4f}, val loss {metrics['val_loss']:.4f}{bpb_text}",
+              flush=True)
     r.log.eval(it, r.state.tokens_seen, r.epoch, lr, metrics, lr_mult=lr / r.c.learning_rate)
     improved = r.state.record_eval(metrics['val_loss'])
     if not r.c.eval_only and (improved or r.c.always_save_checkpoint or end_reason):
@@ -268,7 +270,8 @@ def start(c):
     del ckpt
     r = Run(c, rt, t, eval_model, state, log, Saver(c.out_dir, rt, log, model_args, dict(c), data.meta['tokenizer']),
             StopControl(rt, c.max_bad_steps), FaultHooks(c.fault_inject), StepTimes(state.iter_num),
-            EvalSets({'train': data.train, 'val': data.val}, c.block_size, c.batch_size, c.eval_iters, c.seed),
+            EvalSets({'train': data.train, 'val': data.val}, c.block_size, c.batch_size, c.eval_iters, c.seed,
+                     token_byte_lengths_for(data.meta['tokenizer'], note=say)),
             data.meta['train_tokens'], facts.tokens_per_iter(c.batch_size, c.block_size, c.gradient_accumulation_steps),
             fpt, c.peak_flops if c.peak_flops is not None else (
                 facts.peak_flops_for(rt.device_name, rt.dtype) if rt.device.type == 'cuda' else None))

@@ -95,7 +95,7 @@ def test_metrics_records_follow_the_design(full_run):
     assert [r["iter"] for r in evals] == [0, 5, 10, 12]  # every eval_interval and the final iteration
     for r in evals:
         assert set(r) == {"event", "time", "iter", "tokens", "epoch", "lr", "lr_mult", "train_loss", "val_loss",
-                          "train_loss_se", "val_loss_se"}
+                          "train_loss_se", "val_loss_se", "val_bpb"}
         assert r["lr_mult"] == pytest.approx(r["lr"] / 1e-2)
         assert 0 < r["val_loss_se"] < 0.5
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.5  # it learns
@@ -140,7 +140,7 @@ def test_evaluate_is_the_mean_over_the_same_fixed_windows_every_time(data, tmp_p
     from evaluation import evaluate
     with tiny_run(data, str(tmp_path / "out"), "--dropout=0.1") as r:
         first, again = evaluate(r.eval_model, r.eval_sets, r.rt), evaluate(r.eval_model, r.eval_sets, r.rt)
-        assert list(first) == ["train_loss", "val_loss", "train_loss_se", "val_loss_se"]  # the eval record's fields
+        assert list(first) == ["train_loss", "val_loss", "train_loss_se", "val_loss_se", "val_bpb"]  # the eval record's fields
         assert first == again  # the same windows, dropout off (eval mode)
         assert r.eval_model.training  # back in train mode
         with torch.no_grad():
