@@ -1,4 +1,6 @@
 """One-line errors for impossible train.py settings, before anything is loaded."""
+import os
+
 import facts
 import hf_gpt2
 import optim
@@ -37,6 +39,10 @@ def validate(c):
     pf = c['peak_flops']
     need(pf is None or (isinstance(pf, (int, float)) and not isinstance(pf, bool) and pf > 0),
          f"peak_flops={pf!r} is not a positive number", "e.g. --peak_flops=58.3e12, or leave it None")
+    hs = c['hellaswag_file']
+    need(not hs or os.path.isfile(hs), f"hellaswag_file {hs!r} not found",
+         "download hellaswag_val.jsonl from https://github.com/rowanz/hellaswag (data/) and pass "
+         "--hellaswag_file=PATH, or leave it ''")
     parse_faults(c['fault_inject'])
 
 

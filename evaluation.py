@@ -24,6 +24,28 @@ def token_byte_lengths_for(tokenizer_info, note=print):
         return None
 
 
+def load_hellaswag(path, tokenizer_info):
+    """(tokenizer, examples) of train.py's hellaswag_file (a local file; nothing is downloaded)."""
+    from eval_hellaswag import read_hellaswag
+    from tokenizer import load_tokenizer
+    return load_tokenizer(tokenizer_info), read_hellaswag(path)
+
+
+@torch.no_grad()
+def hellaswag_fields(model, hellaswag, rt):
+    """The eval record's hellaswag_* fields: eval_hellaswag's scores, the examples split over ranks."""
+    from eval_hellaswag import hellaswag_eval, hellaswag_summary
+    tok, examples = hellaswag
+    with rt.autocast:
+        sums = hellaswag_eval(model, tok, examples, rt.device, rt.rank, rt.world_size)
+    if rt.ddp:
+        keys = sorted(sums)
+        t = torch.tensor([float(sums[k]) for k in keys], dtype=torch.float64, device=rt.device)
+        dist.all_reduce(t)
+        sums = {k: int(v) for k, v in zip(keys, t.tolist())}
+    return hellaswag_summary(sums)
+
+
 class EvalSets:
     """eval_iters batches of batch_size windows per split, chosen once (seeded). byte_lengths:
     token_byte_lengths_for()'s tensor, for val_bpb; None leaves it out."""

@@ -86,6 +86,7 @@ warmup_iters = 2000  # linear warmup steps
 lr_decay_iters = 600000  # cosine: reaches min_lr here (~= max_iters per Chinchilla)
 min_lr = 6e-5  # final learning rate (~= learning_rate/10 per Chinchilla)
 decay_frac = 0.2  # wsd: fraction of max_iters spent decaying to min_lr at the end
+hellaswag_file = ''  # a HellaSwag jsonl (ctx, endings, label; e.g. the official hellaswag_val.jsonl) scored at every eval into the eval record; '' is off; never downloaded
 # DDP settings
 backend = 'auto'  # 'auto' (nccl on GPU, gloo on CPU), 'nccl' or 'gloo'
 # system
@@ -117,7 +118,7 @@ from atomic import write_json_atomic  # noqa: E402
 from config_check import check_world_size, validate  # noqa: E402,F401  (tests call train.validate)
 from configurator import Config, configure  # noqa: E402
 from errors import UserError, exit_on_user_error  # noqa: E402
-from evaluation import EvalSets, evaluate, token_byte_lengths_for  # noqa: E402
+from evaluation import EvalSets, evaluate, hellaswag_fields, load_hellaswag, token_byte_lengths_for  # noqa: E402
 from fault_hooks import FaultHooks  # noqa: E402
 from metrics_log import MetricsLog, live_monitor, start_wandb  # noqa: E402
 from model import OPTION_KEYS  # noqa: E402
@@ -145,6 +146,7 @@ class Run:
     tokens_per_iter: int
     flops_per_token: int
     peak_flops: float         # of one device, None where unknown
+    hellaswag: tuple = None   # (tokenizer, examples) of hellaswag_file, or None
 
     @property
     def epoch(self):
@@ -193,6 +195,8 @@ def evaluate_and_checkpoint(r, lr, end_reason):
         print(f"evaluating ({r.c.eval_iters} batches of {r.c.batch_size} x {r.c.block_size} tokens per split) ...",
               flush=True)
     metrics = evaluate(r.eval_model, r.eval_sets, r.rt)
+    if r.hellaswag is not None:
+        metrics.update(hellaswag_fields(r.eval_model, r.hellaswag, r.rt))
     it = r.state.iter_num
     if r.rt.master:
         bpb_text = f", val bpb {metrics['val_bpb']:.4f}" if 'val_bpb' in metrics else ""
@@ -275,6 +279,8 @@ def start(c):
             data.meta['train_tokens'], facts.tokens_per_iter(c.batch_size, c.block_size, c.gradient_accumulation_steps),
             fpt, c.peak_flops if c.peak_flops is not None else (
                 facts.peak_flops_for(rt.device_name, rt.dtype) if rt.device.type == 'cuda' else None))
+    if c.hellaswag_file:
+        r.hellaswag = load_hellaswag(c.hellaswag_file, data.meta['tokenizer'])
     write_run_record(r, data.meta, model_args, compiled, fused, warnings)
     r.stop.install()
     return r
