@@ -17,16 +17,19 @@ import numpy as np
 
 def token_byte_lengths(tokenizer):
     """int64 array: the UTF-8 byte length of every token id of `tokenizer` (tokenizer.py's
-    ByteTokenizer or TiktokenTokenizer), 0 for special tokens."""
+    ByteTokenizer, CharTokenizer or TiktokenTokenizer), 0 for special tokens."""
     if tokenizer.name == "byte":
         lengths = np.ones(tokenizer.n_vocab, dtype=np.int64)
+    elif tokenizer.name == "char":
+        lengths = np.array([len(s.encode("utf-8")) for s in tokenizer.itos], dtype=np.int64)
     else:
         enc = tokenizer.encoding
         special = set(enc.special_tokens_set) if hasattr(enc, "special_tokens_set") else set()
         special_ids = {enc.encode_single_token(t) for t in special}
         lengths = np.array([0 if i in special_ids else len(enc.decode_single_token_bytes(i))
                             for i in range(tokenizer.n_vocab)], dtype=np.int64)
-    lengths[tokenizer.eot_token] = 0
+    if tokenizer.eot_token is not None:
+        lengths[tokenizer.eot_token] = 0
     return lengths
 
 

@@ -1,5 +1,9 @@
 """One-line errors for impossible train.py settings, before anything is loaded."""
+import os
+
 import facts
+import hf_gpt2
+import optim
 from dataloader import SAMPLING
 from errors import UserError
 from fault_hooks import parse_faults
@@ -20,12 +24,14 @@ def validate(c):
     need(c['n_embd'] % c['n_head'] == 0, f"n_embd={c['n_embd']} is not divisible by n_head={c['n_head']}",
          "pick n_embd a multiple of n_head (e.g. n_head=12 with n_embd=768)")
     validate_optimizer(c)
+    optim.check_config(c)
     need(0 <= c['dropout'] < 1, f"dropout={c['dropout']} is outside [0, 1)", "e.g. --dropout=0.1")
     need(c['cpu_threads'] >= 0, f"cpu_threads={c['cpu_threads']} is negative", "use 0 for torch's default")
     need(c['dtype'] in DTYPES, f"unknown dtype {c['dtype']!r}", f"use one of {', '.join(DTYPES)}")
     need(c['sampling'] in SAMPLING, f"unknown sampling {c['sampling']!r}", f"use one of {', '.join(SAMPLING)}")
-    need(c['init_from'] in ('scratch', 'resume'), f"init_from={c['init_from']!r} is not supported",
-         "use 'scratch' or 'resume'")
+    need(c['init_from'] in ('scratch', 'resume') or hf_gpt2.is_hf_source(c['init_from']),
+         f"init_from={c['init_from']!r} is not supported",
+         f"use 'scratch', 'resume', {', '.join(hf_gpt2.GPT2_HUB_NAMES)} or hf:PATH (a Hugging Face GPT-2 folder)")
     need(c['backend'] in ('auto', 'nccl', 'gloo'), f"unknown backend {c['backend']!r}", "use auto, nccl or gloo")
     dev = c['device']
     need(dev in ('auto', 'cpu', 'cuda', 'mps') or dev.startswith('cuda:'), f"unknown device {dev!r}",
@@ -33,6 +39,10 @@ def validate(c):
     pf = c['peak_flops']
     need(pf is None or (isinstance(pf, (int, float)) and not isinstance(pf, bool) and pf > 0),
          f"peak_flops={pf!r} is not a positive number", "e.g. --peak_flops=58.3e12, or leave it None")
+    hs = c['hellaswag_file']
+    need(not hs or os.path.isfile(hs), f"hellaswag_file {hs!r} not found",
+         "download hellaswag_val.jsonl from https://github.com/rowanz/hellaswag (data/) and pass "
+         "--hellaswag_file=PATH, or leave it ''")
     parse_faults(c['fault_inject'])
 
 

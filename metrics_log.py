@@ -52,18 +52,20 @@ class MetricsLog:
                 self.warn(record.get('iter'), None, str(f))
 
     # --- the records of the training loop ---
-    def train(self, it, tokens, epoch, lr, loss, grad_norm, grad_scale, dt, tokens_per_iter, mfu):
+    def train(self, it, tokens, epoch, lr, loss, grad_norm, grad_scale, dt, tokens_per_iter, mfu, lr_mult=None):
         tps = tokens_per_iter / dt
-        self.write({'event': 'train', 'iter': it, 'tokens': tokens, 'epoch': epoch, 'lr': lr, 'loss': loss,
+        self.write({'event': 'train', 'iter': it, 'tokens': tokens, 'epoch': epoch, 'lr': lr, 'lr_mult': lr_mult,
+                    'loss': loss,
                     'grad_norm': grad_norm, 'grad_scale': grad_scale, 'dt_ms': dt * 1000,
                     'tokens_per_sec': tps, 'mfu': mfu})
         if self.wandb:
             self.wandb.log({k: v for k, v in {'iter': it, 'train/loss': loss, 'lr': lr, 'grad_norm': grad_norm,
                                               'mfu': mfu, 'tokens_per_sec': tps}.items() if v is not None}, step=it)
 
-    def eval(self, it, tokens, epoch, lr, metrics):
+    def eval(self, it, tokens, epoch, lr, metrics, lr_mult=None):
         """metrics: evaluation.evaluate()'s dict (train_loss, val_loss and their standard errors)."""
-        self.write({'event': 'eval', 'iter': it, 'tokens': tokens, 'epoch': epoch, 'lr': lr, **metrics})
+        self.write({'event': 'eval', 'iter': it, 'tokens': tokens, 'epoch': epoch, 'lr': lr, 'lr_mult': lr_mult,
+                    **metrics})
         if self.wandb:
             self.wandb.log({'iter': it, 'train/loss_eval': metrics['train_loss'], 'val/loss': metrics['val_loss'],
                             'lr': lr}, step=it)

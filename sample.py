@@ -3,7 +3,8 @@ Sample text from a trained model:
 $ python sample.py --out_dir=out-demo --start="def " --num_samples=3 --max_new_tokens=200
 The prompt can be read from a file with --start=FILE:prompt.txt. Text is encoded and
 decoded with the tokenizer recorded in the checkpoint (from the dataset's meta.json),
-so the dataset folder is not needed.
+so the dataset folder is not needed. GPT-2 itself (or a GPT-2 in the Hugging Face layout):
+$ python sample.py --init_from=gpt2 --start="Hello, I'm a language model,"
 """
 import math
 import os
@@ -13,6 +14,7 @@ try:  # importing torch takes seconds: a Ctrl-C meanwhile should not print a tra
     import torch
 
     import checkpoint as ckpt_io
+    import hf_gpt2
     import runtime
     from configurator import Config, configure
     from errors import UserError, exit_on_user_error
@@ -23,6 +25,7 @@ except KeyboardInterrupt:
 
 _before_defaults = set(globals())
 # -----------------------------------------------------------------------------
+init_from = 'resume'  # 'resume': a checkpoint of out_dir; or gpt2, gpt2-medium, gpt2-large, gpt2-xl (Hugging Face cache), hf:PATH (a local folder)
 out_dir = 'out'  # the run folder with best.pt / ckpt.pt
 checkpoint = 'best'  # 'best' (best.pt, lowest val loss) or 'latest' (ckpt.pt)
 start = ''  # the prompt, or FILE:path to read it from a file; '' starts a new document
@@ -42,6 +45,9 @@ config_keys = [k for k in globals() if k not in _before_defaults and not k.start
 def validate(c):
     """One line for each impossible sampling setting."""
     checks = (
+        (c['init_from'] == 'resume' or hf_gpt2.is_hf_source(c['init_from']),
+         f"init_from={c['init_from']!r} is not supported",
+         f"use 'resume' (a run of --out_dir), {', '.join(hf_gpt2.GPT2_HUB_NAMES)} or hf:PATH"),
         (c['checkpoint'] in ('best', 'latest'), f"checkpoint={c['checkpoint']!r} is not 'best' or 'latest'",
          "e.g. --checkpoint=best"),
         (c['num_samples'] >= 1, f"num_samples={c['num_samples']} must be at least 1", "e.g. --num_samples=1"),
@@ -77,6 +83,16 @@ def load_model(path, rt):
     return model.eval().to(rt.device), ckpt['tokenizer']
 
 
+def load_hf_model(init_from, rt):
+    """GPT-2 weights in the Hugging Face layout and their tokenizer."""
+    model_args, state_dict, notes = hf_gpt2.load_hf_gpt2(init_from)
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
+    model = GPT(GPTConfig(**model_args))
+    model.load_state_dict(state_dict)
+    return model.eval().to(rt.device), hf_gpt2.tokenizer_info_for(model_args, init_from)
+
+
 def read_prompt(start):
     if not start.startswith('FILE:'):
         return start
@@ -93,7 +109,10 @@ def main(argv=None):
     validate(c)
     rt = runtime.setup(c.device, c.dtype, ranks=(0, None, 1))
     torch.manual_seed(c.seed)
-    model, tokenizer_info = load_model(checkpoint_path(c.out_dir, c.checkpoint), rt)
+    if c.init_from == 'resume':
+        model, tokenizer_info = load_model(checkpoint_path(c.out_dir, c.checkpoint), rt)
+    else:
+        model, tokenizer_info = load_hf_model(c.init_from, rt)
     if c.compile:
         model.forward = torch.compile(model.forward)  # generate() calls it token by token
     try:

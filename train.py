@@ -44,7 +44,7 @@ log_interval = 1  # log a train record every this many iterations
 eval_iters = 200  # batches per split in each evaluation (the same batches every time)
 eval_only = False  # evaluate once and exit
 always_save_checkpoint = True  # write ckpt.pt at every eval (best.pt is written only when val improves)
-init_from = 'scratch'  # 'scratch' or 'resume' (from out_dir/ckpt.pt, exactly where it stopped)
+init_from = 'scratch'  # 'scratch', 'resume' (from out_dir/ckpt.pt, exactly where it stopped), or GPT-2 weights to fine-tune: gpt2, gpt2-medium, gpt2-large, gpt2-xl (Hugging Face cache) or hf:PATH (a local folder)
 # wandb logging
 wandb_log = False  # log to Weights & Biases (works offline with WANDB_MODE=offline)
 wandb_project = 'nanogpt'  # wandb project
@@ -63,8 +63,17 @@ n_head = 12  # attention heads
 n_embd = 768  # embedding width
 dropout = 0.0  # for pretraining 0 is good, for finetuning try 0.1+
 bias = False  # biases in Linear and LayerNorm layers, like GPT-2
-# adamw optimizer
-learning_rate = 6e-4  # max learning rate
+rope = False  # rotary position embeddings instead of a learned position table
+norm = 'layernorm'  # 'layernorm' (GPT-2) or 'rmsnorm' (parameter-free)
+qk_norm = False  # RMS-normalise q and k per head before attention
+mlp_act = 'gelu'  # 'gelu' (GPT-2) or 'relu2'
+tie_embeddings = True  # the LM head shares the token embedding's weights; False: its own vocab x n_embd matrix
+zero_init = False  # zero-initialise the residual output projections and the untied LM head
+logit_softcap = 0.0  # logits become cap * tanh(logits / cap); 0 is off
+# optimizer
+optimizer = 'adamw'  # 'adamw', or 'muon': Muon on the blocks' 2-D matrices, AdamW (learning_rate) on the rest
+learning_rate = 6e-4  # peak LR of AdamW (with muon: of the embeddings, head, norms and biases)
+muon_lr = 3e-3  # optimizer='muon': Muon's peak LR, on the same schedule
 max_iters = 600000  # total number of training iterations
 weight_decay = 1e-1  # on matrices and embeddings only
 beta1 = 0.9  # AdamW beta1
@@ -77,6 +86,7 @@ warmup_iters = 2000  # linear warmup steps
 lr_decay_iters = 600000  # cosine: reaches min_lr here (~= max_iters per Chinchilla)
 min_lr = 6e-5  # final learning rate (~= learning_rate/10 per Chinchilla)
 decay_frac = 0.2  # wsd: fraction of max_iters spent decaying to min_lr at the end
+hellaswag_file = ''  # a HellaSwag jsonl (ctx, endings, label; e.g. the official hellaswag_val.jsonl) scored at every eval into the eval record; '' is off; never downloaded
 # DDP settings
 backend = 'auto'  # 'auto' (nccl on GPU, gloo on CPU), 'nccl' or 'gloo'
 # system
@@ -100,15 +110,18 @@ import torch  # noqa: E402  (after the handlers: importing torch takes seconds)
 
 import checkpoint  # noqa: E402
 import facts  # noqa: E402
+import hf_gpt2  # noqa: E402
+import optim  # noqa: E402
 import runtime  # noqa: E402
 import train_setup as setup  # noqa: E402
 from atomic import write_json_atomic  # noqa: E402
 from config_check import check_world_size, validate  # noqa: E402,F401  (tests call train.validate)
 from configurator import Config, configure  # noqa: E402
 from errors import UserError, exit_on_user_error  # noqa: E402
-from evaluation import EvalSets, evaluate  # noqa: E402
+from evaluation import EvalSets, evaluate, hellaswag_fields, load_hellaswag, token_byte_lengths_for  # noqa: E402
 from fault_hooks import FaultHooks  # noqa: E402
 from metrics_log import MetricsLog, live_monitor, start_wandb  # noqa: E402
+from model import OPTION_KEYS  # noqa: E402
 from progress import StepTimes  # noqa: E402
 from run_state import RunState, Saver, load_for_resume, restore_rng, restore_training  # noqa: E402
 from stop_control import StopControl  # noqa: E402
@@ -133,6 +146,7 @@ class Run:
     tokens_per_iter: int
     flops_per_token: int
     peak_flops: float         # of one device, None where unknown
+    hellaswag: tuple = None   # (tokenizer, examples) of hellaswag_file, or None
 
     @property
     def epoch(self):
@@ -162,7 +176,7 @@ def main(argv=None):
                 r.saver.save(r.t, r.state, best=False)
             break
 
-        result = train_step(r.t, r.rt, it, lr, r.stop, r.hooks)
+        result = train_step(r.t, r.rt, it, lr / c.learning_rate, r.stop, r.hooks)
         r.state.tokens_seen += r.tokens_per_iter
         r.times.add(it, result)
         r.stop.after_step(it, result)
@@ -181,10 +195,14 @@ def evaluate_and_checkpoint(r, lr, end_reason):
         print(f"evaluating ({r.c.eval_iters} batches of {r.c.batch_size} x {r.c.block_size} tokens per split) ...",
               flush=True)
     metrics = evaluate(r.eval_model, r.eval_sets, r.rt)
+    if r.hellaswag is not None:
+        metrics.update(hellaswag_fields(r.eval_model, r.hellaswag, r.rt))
     it = r.state.iter_num
     if r.rt.master:
-        print(f"step {it}: train loss {metrics['train_loss']:.4f}, val loss {metrics['val_loss']:.4f}", flush=True)
-    r.log.eval(it, r.state.tokens_seen, r.epoch, lr, metrics)
+        bpb_text = f", val bpb {metrics['val_bpb']:.4f}" if 'val_bpb' in metrics else ""
+        print(f"step {it}: train loss {metrics['train_loss']:.4f}, val loss {metrics['val_loss']:.4f}{bpb_text}",
+              flush=True)
+    r.log.eval(it, r.state.tokens_seen, r.epoch, lr, metrics, lr_mult=lr / r.c.learning_rate)
     improved = r.state.record_eval(metrics['val_loss'])
     if not r.c.eval_only and (improved or r.c.always_save_checkpoint or end_reason):
         r.saver.save(r.t, r.state, best=improved)
@@ -211,7 +229,8 @@ def log_step(r, it, lr, result):
               flush=True)
     scaler = r.t.scaler
     r.log.train(it, r.state.tokens_seen, r.epoch, lr, result.loss, result.grad_norm,
-                scaler.get_scale() if scaler is not None else None, result.dt, r.tokens_per_iter, mfu)
+                scaler.get_scale() if scaler is not None else None, result.dt, r.tokens_per_iter, mfu,
+                lr_mult=lr / r.c.learning_rate)
 
 
 def start(c):
@@ -224,9 +243,17 @@ def start(c):
     data = setup.open_dataset(c.data_dir)
     say = print if rt.master else (lambda *a, **k: None)
     ckpt = load_for_resume(c.out_dir, rt.device, say) if c.init_from == 'resume' else None
-    model_args = setup.model_args_for(c, data, ckpt, note=say)
+    if ckpt is not None:
+        optim.require_same_kind(optim.recorded_kind(ckpt['optimizer']), c.optimizer,
+                                os.path.join(c.out_dir, checkpoint.CKPT))
+    if hf_gpt2.is_hf_source(c.init_from):
+        model_args, weights = setup.hf_model_args(c, data, {k: globals()[k] for k in config_keys}, note=say)
+    else:
+        model_args = setup.model_args_for(c, data, ckpt, note=say)
+        weights = checkpoint.clean_state_dict(ckpt['model']) if ckpt is not None else None
     setup.check_block_fits(data, c.block_size)
-    t, fused = setup.build_training(c, model_args, data, rt, ckpt)
+    t, fused = setup.build_training(c, model_args, data, rt, weights)
+    del weights
     state = RunState.from_checkpoint(ckpt)
     if ckpt is not None:
         restore_training(t, ckpt)
@@ -235,7 +262,8 @@ def start(c):
         state.best_val_loss, state.best_iter = checkpoint.keep_better_best(
             c.out_dir, state.best_val_loss, state.best_iter)
     log = MetricsLog(metrics_path, rt.master)
-    fpt = facts.flops_per_token(c.n_layer, c.n_embd, model_args['vocab_size'], c.block_size, c.bias)
+    fpt = facts.flops_per_token(c.n_layer, c.n_embd, model_args['vocab_size'], c.block_size, c.bias,
+                                **t.raw_model.config.counting_options())
     estimate = setup.cpu_time_estimate(c, fpt, rt)
     if estimate:
         say(estimate, flush=True)
@@ -246,10 +274,13 @@ def start(c):
     del ckpt
     r = Run(c, rt, t, eval_model, state, log, Saver(c.out_dir, rt, log, model_args, dict(c), data.meta['tokenizer']),
             StopControl(rt, c.max_bad_steps), FaultHooks(c.fault_inject), StepTimes(state.iter_num),
-            EvalSets({'train': data.train, 'val': data.val}, c.block_size, c.batch_size, c.eval_iters, c.seed),
+            EvalSets({'train': data.train, 'val': data.val}, c.block_size, c.batch_size, c.eval_iters, c.seed,
+                     token_byte_lengths_for(data.meta['tokenizer'], note=say)),
             data.meta['train_tokens'], facts.tokens_per_iter(c.batch_size, c.block_size, c.gradient_accumulation_steps),
             fpt, c.peak_flops if c.peak_flops is not None else (
                 facts.peak_flops_for(rt.device_name, rt.dtype) if rt.device.type == 'cuda' else None))
+    if c.hellaswag_file:
+        r.hellaswag = load_hellaswag(c.hellaswag_file, data.meta['tokenizer'])
     write_run_record(r, data.meta, model_args, compiled, fused, warnings)
     r.stop.install()
     return r
@@ -258,9 +289,11 @@ def start(c):
 def write_run_record(r, meta, model_args, compiled, fused, warnings):
     """config.json, the live diagnosis, the `run` record, the start-up line, wandb."""
     c, rt = r.c, r.rt
-    counts = facts.param_counts(c.n_layer, c.n_embd, model_args['vocab_size'], c.block_size, c.bias)
+    counts = facts.param_counts(c.n_layer, c.n_embd, model_args['vocab_size'], c.block_size, c.bias,
+                                **r.t.raw_model.config.counting_options())
     model_facts = {'params': counts['params'], 'non_embedding_params': counts['non_embedding_params'],
-                   'flops_per_token': r.flops_per_token}
+                   'flops_per_token': r.flops_per_token, 'optimizer': c.optimizer,
+                   **{k: model_args[k] for k in OPTION_KEYS}}
     if rt.master:
         write_json_atomic(os.path.join(c.out_dir, 'config.json'), c)
         if c.live_diagnose:
@@ -274,10 +307,12 @@ def write_run_record(r, meta, model_args, compiled, fused, warnings):
     for w in warnings:
         r.log.warn(r.state.iter_num, 'setup', w)
     if rt.master:
-        print(f"{'resuming at iter ' + str(resumed) if resumed is not None else 'training from scratch'}: "
+        begin = ('resuming at iter ' + str(resumed) if resumed is not None else
+                 f'fine-tuning {c.init_from}' if hf_gpt2.is_hf_source(c.init_from) else 'training from scratch')
+        print(f"{begin}: "
               f"{counts['params'] / 1e6:.2f}M parameters ({counts['non_embedding_params'] / 1e6:.2f}M non-embedding), "
               f"{r.tokens_per_iter:,} tokens per iteration, {rt.world_size} rank(s), {rt.device_name}, {rt.dtype}, "
-              f"compile {compiled}, fused AdamW {fused}", flush=True)
+              f"compile {compiled}, optimizer {c.optimizer}, fused AdamW {fused}", flush=True)
     if c.wandb_log and rt.master:
         r.state.wandb_run_id = r.state.wandb_run_id or secrets.token_hex(4)  # kept in the checkpoint
         r.log.wandb = start_wandb(c, c.out_dir, r.state.wandb_run_id)

@@ -11,10 +11,12 @@ import torch
 
 import checkpoint
 import facts
+import hf_gpt2
+import optim
 import runtime
 from dataloader import TokenFile, TrainLoader, num_windows
 from errors import UserError
-from model import GPT, GPTConfig
+from model import GPT, OPTION_KEYS, GPTConfig
 from train_step import Training
 
 SHAPE_KEYS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias')  # fixed by a checkpoint
@@ -52,12 +54,14 @@ def model_args_for(config, data, ckpt, note=print):
         return dict(n_layer=config['n_layer'], n_head=config['n_head'], n_embd=config['n_embd'],
                     block_size=config['block_size'], bias=config['bias'],
                     vocab_size=facts.padded_vocab_size(data.token_vocab), token_vocab_size=data.token_vocab,
-                    dropout=config['dropout'])
+                    dropout=config['dropout'], **{k: config[k] for k in OPTION_KEYS})
     model_args = dict(ckpt['model_args'])
+    for k in OPTION_KEYS:  # checkpoints from before the options lack them: GPT-2's values
+        model_args[k] = model_args.get(k, getattr(GPTConfig, k))
     if model_args.get('token_vocab_size') not in (None, data.token_vocab):
         raise UserError(f"the checkpoint was trained on a vocabulary of {model_args['token_vocab_size']} tokens "
                         f"but {data.dir} has {data.token_vocab}; resume with the dataset it was trained on")
-    for k in SHAPE_KEYS:
+    for k in SHAPE_KEYS + OPTION_KEYS:
         if config[k] != model_args[k]:
             note(f"note: {k}={config[k]} ignored on resume; the checkpoint has {k}={model_args[k]}")
         config[k] = model_args[k]
@@ -65,24 +69,42 @@ def model_args_for(config, data, ckpt, note=print):
     return model_args
 
 
-def create_model_and_optimizer(config, model_args, rt, ckpt=None):
+def hf_model_args(config, data, defaults, note=print):
+    """(model_args, state dict) of GPT-2 weights in the Hugging Face layout (--init_from=gpt2...,
+    or hf:PATH): the architecture comes from the weights, the config's shape keys are set to it
+    (a key the user set that contradicts it is a UserError); dropout comes from the config."""
+    source = config['init_from']
+    for k in OPTION_KEYS:
+        if config[k] != getattr(GPTConfig, k):
+            raise UserError(f"{k}={config[k]!r} cannot be used with init_from={source!r}: its weights are plain "
+                            f"GPT-2's; remove --{k} (or train the modern recipe with --init_from=scratch)")
+    model_args, state_dict, notes = hf_gpt2.load_hf_gpt2(
+        source, requested=hf_gpt2.requested_arch(config, defaults), token_vocab=data.token_vocab)
+    for n in notes:
+        note(f"note: {n}")
+    for k in SHAPE_KEYS:
+        config[k] = model_args[k]
+    model_args.update(dropout=config['dropout'], **{k: getattr(GPTConfig, k) for k in OPTION_KEYS})
+    return model_args, state_dict
+
+
+def create_model_and_optimizer(config, model_args, rt, weights=None):
     """(raw_model, optimizer, scaler, fused): the same initial weights on every rank (or the
-    checkpoint's), AdamW with nanoGPT's groups, a GradScaler for float16."""
+    given weights: a checkpoint's or imported ones), the config's optim.Optimizers, a GradScaler for float16."""
     torch.manual_seed(config['seed'])
     model = GPT(GPTConfig(**model_args))
-    if ckpt is not None:
-        model.load_state_dict(checkpoint.clean_state_dict(ckpt['model']))
+    if weights is not None:
+        model.load_state_dict(weights)
     model.to(rt.device)
     torch.manual_seed(config['seed'] + rt.rank)  # dropout differs across ranks
-    optimizer, fused = model.configure_optimizers(config['weight_decay'], config['learning_rate'],
-                                                  (config['beta1'], config['beta2']), rt.device.type)
+    optimizer = optim.build_from_config(model, config, rt.device.type)
     scaler = torch.amp.GradScaler(rt.device.type) if rt.dtype == 'float16' else None
-    return model, optimizer, scaler, fused
+    return model, optimizer, scaler, optimizer.fused
 
 
-def build_training(config, model_args, data, rt, ckpt=None):
+def build_training(config, model_args, data, rt, weights=None):
     """The Training bundle (eager model, not yet compiled or wrapped) and whether AdamW is fused."""
-    raw_model, optimizer, scaler, fused = create_model_and_optimizer(config, model_args, rt, ckpt)
+    raw_model, optimizer, scaler, fused = create_model_and_optimizer(config, model_args, rt, weights)
     loader = TrainLoader(data.train, config['block_size'], config['batch_size'],
                          config['gradient_accumulation_steps'], rt.rank, rt.world_size, config['seed'],
                          config['sampling'], rt.device)

@@ -42,12 +42,12 @@ class StepResult:
         return 'loss' if not math.isfinite(self.loss) else 'gradient norm'
 
 
-def train_step(t, rt, it, lr, stop, hooks):
-    """Iteration `it` at learning rate lr. stop.signal_requested (a StopControl's) is read after
+def train_step(t, rt, it, lr_mult, stop, hooks):
+    """Iteration `it` at the schedule's multiplier lr_mult of every group's peak LR (optim.Optimizers).
+    stop.signal_requested (a StopControl's) is read after
     the backward passes, so that a signal that came during the step stops every rank after it."""
     hooks.step_start(it)
-    for group in t.optimizer.param_groups:
-        group['lr'] = lr
+    t.optimizer.set_lr_multiplier(lr_mult)
     t0, wait0 = time.perf_counter(), t.loader.wait_s
     loss_sum = torch.zeros((), device=rt.device)
     for micro_step in range(t.micro_steps):

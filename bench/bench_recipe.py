@@ -11,12 +11,12 @@ fraction of the baseline's tokens the modern recipe needs to reach the baseline'
 loss (interpolated between its evals), the modern recipe's final loss when its whole schedule
 is squeezed into half the tokens, and an ablation table (each option alone on the baseline).
 
-train.py cannot take the options yet (the integration follows its refactor), so this bench
-runs its own minimal loop from the project's parts: model.GPT, optim.build, dataloader's
+train.py takes every option now (e.g. --optimizer=muon --rope=True --norm=rmsnorm, or
+config/train_fineweb_4070_modern.py); this bench keeps its own minimal loop, for the float32
+Newton-Schulz below and no per-run start-up, built from the project's parts: model.GPT, optim.build, dataloader's
 TrainLoader and fixed_windows, and facts.lr_at for the schedules. The loop does what train.py's
 does on CPU at fp32 without gradient accumulation: set each group's LR from the schedule's
-multiplier, forward, backward, clip at 1.0, step. After the integration this bench can drive
-train.py instead.
+multiplier, forward, backward, clip at 1.0, step.
 
 One change to torch for speed: torch.optim.Muon orthogonalises in bfloat16, and bfloat16
 matmuls are ~28x slower than float32 ones on an AVX2 CPU (measured: 69 ms against 2.5 ms for

@@ -93,7 +93,8 @@ def train_config(*argv):
     (["--dtype=fp16"], "unknown dtype 'fp16'; use one of auto, float32, bfloat16, float16"),
     (["--lr_schedule=linear"], "unknown lr_schedule 'linear'; use one of cosine, wsd, constant"),
     (["--sampling=shuffle"], "unknown sampling 'shuffle'; use one of epoch, random"),
-    (["--init_from=gpt2"], "init_from='gpt2' is not supported; use 'scratch' or 'resume'"),
+    (["--init_from=gpt3"], "init_from='gpt3' is not supported; use 'scratch', 'resume', gpt2, gpt2-medium, "
+                           "gpt2-large, gpt2-xl or hf:PATH (a Hugging Face GPT-2 folder)"),
     (["--device=tpu"], "unknown device 'tpu'"),
     (["--dropout=1.0"], "dropout=1.0 is outside [0, 1)"),
     (["--batch_size=0"], "batch_size=0 must be at least 1"),

@@ -140,3 +140,28 @@ def test_the_evals_and_the_hf_loader_import_no_hugging_face_package():
             "print(sorted(m for m in ('transformers', 'safetensors', 'huggingface_hub') if m in sys.modules))")
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and p.stdout == "[]\n", p.stderr
+
+
+def test_train_scores_hellaswag_file_at_every_eval(tmp_path):
+    import numpy as np
+    from train_helpers import TINY, make_dataset, read_metrics, train_in_process
+    path = tmp_path / "hellaswag.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in EXAMPLES))
+    doc = [256] + list(b"the cat sat on the mat.")
+    data = make_dataset(str(tmp_path / "data"), train_ids=np.array(doc * 60), val_ids=np.array(doc * 30))
+    out = str(tmp_path / "out")
+    train_in_process(TINY + [f"--data_dir={data}", f"--out_dir={out}", "--max_iters=2", "--eval_interval=2",
+                             f"--hellaswag_file={path}"])
+    evals = [r for r in read_metrics(out) if r["event"] == "eval"]
+    assert [r["iter"] for r in evals] == [0, 2]
+    for r in evals:
+        assert r["hellaswag_n"] == 5
+        assert all(0 <= r[k] <= 1 for k in ("hellaswag_acc", "hellaswag_acc_norm"))
+    # the last eval scored the weights ckpt.pt holds: the same fields from eval_hellaswag's own functions
+    ckpt = checkpoint.load(os.path.join(out, "ckpt.pt"), map_location="cpu")
+    model = GPT(GPTConfig(**ckpt["model_args"]))
+    model.load_state_dict(checkpoint.clean_state_dict(ckpt["model"]))
+    expected = hellaswag_summary(hellaswag_eval(model, ByteTokenizer(), EXAMPLES, torch.device("cpu")))
+    assert {k: evals[-1][k] for k in expected} == pytest.approx(expected, nan_ok=True)
+    with pytest.raises(UserError, match=r"^hellaswag_file '/nonexistent.jsonl' not found; download"):
+        train_in_process(TINY + [f"--data_dir={data}", f"--out_dir={out}", "--hellaswag_file=/nonexistent.jsonl"])

@@ -337,3 +337,67 @@ def test_latest_checkpoint_card_takes_its_val_loss_from_the_metrics_log(tmp_path
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records) + '{"event": "ev')
     export_checkpoint(str(run / "ckpt.pt"), str(tmp_path / "hf"))
     assert "validation loss: 4.7500 at iteration 40" in (tmp_path / "hf" / "README.md").read_text()
+
+
+# -----------------------------------------------------------------------------
+# train.py and sample.py with --init_from=hf:PATH
+
+
+def gpt2_bpe_dataset(data_dir):
+    """A tiny dataset in GPT-2 BPE ids (the meta.json prepare.py writes for --tokenizer gpt2)."""
+    from train_helpers import make_dataset
+    make_dataset(str(data_dir), train_tokens=1200, val_tokens=600, vocab=50257, eot=50256)
+    meta_path = os.path.join(data_dir, "meta.json")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    meta["tokenizer"] = {"name": "gpt2", "vocab_size": 50257, "eot_token": 50256, "eot_position": "prepend"}
+    with open(meta_path, "w") as f:
+        json.dump(meta, f)
+    return str(data_dir)
+
+
+@needs_gpt2
+def test_train_fine_tunes_an_hf_folder_and_sample_reads_it(tmp_path, capsys):
+    import torch.nn.functional as F
+    from dataloader import TokenFile
+    from evaluation import EvalSets
+    from train_helpers import TINY, read_metrics, train_in_process
+    hf, folder = tiny_hf(tmp_path, vocab_size=50257, n_embd=32, n_head=2, eos_token_id=50256, bos_token_id=50256)
+    data = gpt2_bpe_dataset(tmp_path / "data")
+    out = str(tmp_path / "out")
+    printed = train_in_process(TINY + [f"--data_dir={data}", f"--out_dir={out}", f"--init_from=hf:{folder}",
+                                       "--max_iters=2", "--eval_interval=2"])
+    assert f"fine-tuning hf:{folder}" in printed
+    records = read_metrics(out)
+    run = records[0]
+    assert {k: run["config"][k] for k in ("n_layer", "n_head", "n_embd", "block_size", "bias")} == \
+        {"n_layer": 2, "n_head": 2, "n_embd": 32, "block_size": 32, "bias": True}
+    # the eval at iter 0 sees GPT-2's own weights: its val loss is transformers' loss on the same windows
+    sets = EvalSets({"val": TokenFile(os.path.join(data, "val.bin"), "uint16")}, 32, 4, 4, 1337)
+    with torch.no_grad():
+        hf_losses = [F.cross_entropy(hf(input_ids=x).logits.flatten(0, 1), y.flatten()).item()
+                     for x, y in (sets.batch("val", k, torch.device("cpu")) for k in range(4))]
+    evals = [r for r in records if r["event"] == "eval"]
+    assert [r["iter"] for r in evals] == [0, 2]
+    assert evals[0]["val_loss"] == pytest.approx(sum(hf_losses) / 4, abs=1e-5)
+    ckpt = checkpoint.load(os.path.join(out, "ckpt.pt"), map_location="cpu")
+    assert ckpt["model_args"]["dropout"] == 0.1 and ckpt["model_args"]["vocab_size"] == 50257
+    assert not torch.equal(ckpt["model"]["transformer.wte.weight"], hf.transformer.wte.weight)  # it trained
+    import sample as sample_py
+    capsys.readouterr()
+    sample_py.main([f"--init_from=hf:{folder}", "--device=cpu", "--num_samples=1", "--max_new_tokens=5",
+                    "--start=Hello"])
+    text = capsys.readouterr().out
+    assert text.endswith("---------------\n") and text.startswith("Hello")
+
+
+def test_fine_tuning_on_data_with_another_vocabulary_is_one_line(tmp_path):
+    from train_helpers import TINY, make_dataset, train_in_process
+    _, folder = tiny_hf(tmp_path, vocab_size=50257, n_embd=32, n_head=2)
+    data = make_dataset(str(tmp_path / "bytes"), train_tokens=1200, val_tokens=600)
+    with pytest.raises(UserError, match=r"has a vocabulary of 50257 tokens but the dataset has 257; fine-tune it "
+                                        r"on a dataset prepared with --tokenizer gpt2"):
+        train_in_process(TINY + [f"--data_dir={data}", f"--out_dir={tmp_path / 'out'}", f"--init_from=hf:{folder}"])
+    with pytest.raises(UserError, match=r"rope=True cannot be used with init_from='hf:"):
+        train_in_process(TINY + [f"--data_dir={data}", f"--out_dir={tmp_path / 'out'}", f"--init_from=hf:{folder}",
+                                 "--rope=True"])

@@ -106,3 +106,23 @@ def test_sample_errors_are_one_line(tmp_path):
         f"folder with --out_dir (train.py writes best.pt and ckpt.pt there)\n"
     p = sample_cli("--start=FILE:/no/such/prompt.txt", f"--out_dir={tmp_path}", "--top_k=-3")
     assert p.returncode == 2 and p.stderr.startswith("error: top_k=-3 is negative") and len(p.stderr.splitlines()) == 1
+
+
+def test_sample_reads_a_checkpoint_of_the_modern_recipe(tmp_path, capsys):
+    doc = [256] + list(b"the cat sat on the mat.")
+    text = np.array(doc * 200, dtype=np.int64)
+    data = make_dataset(str(tmp_path / "data"), train_ids=text, val_ids=text[:1000])
+    out = str(tmp_path / "out")
+    train_in_process(TINY + [f"--data_dir={data}", f"--out_dir={out}", "--max_iters=100", "--eval_interval=50",
+                             "--lr_decay_iters=100", "--dropout=0.0", "--optimizer=muon", "--muon_lr=2e-2",
+                             "--rope=True", "--norm=rmsnorm", "--qk_norm=True", "--mlp_act=relu2",
+                             "--tie_embeddings=False", "--zero_init=True", "--logit_softcap=30"])
+    text_out, _ = sample(capsys, f"--out_dir={out}", "--start=the cat", "--num_samples=1", "--max_new_tokens=24",
+                         "--temperature=0", "--device=cpu")
+    assert text_out == "the cat sat on the mat.<|endoftext|>the cat\n---------------\n"
+
+
+def test_an_unknown_init_from_is_one_line(capsys):
+    with pytest.raises(UserError, match=r"^init_from='gpt3' is not supported; use 'resume' \(a run of --out_dir\), "
+                                        r"gpt2, gpt2-medium, gpt2-large, gpt2-xl or hf:PATH$"):
+        sample(capsys, "--init_from=gpt3")

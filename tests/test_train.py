@@ -34,9 +34,14 @@ def assert_same_state(a, b):
     assert a["model"].keys() == b["model"].keys()
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
-    for pa, pb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
-        for k in pa:
-            assert torch.equal(pa[k], pb[k]), k
+    assert a["optimizer"]["kind"] == b["optimizer"]["kind"]
+    parts = ["muon", "adamw"] if a["optimizer"]["kind"] == "muon" else [None]
+    for part in parts:  # a Muon + AdamW state dict holds one torch state dict per optimizer
+        sa, sb = (x["optimizer"] if part is None else x["optimizer"][part] for x in (a, b))
+        assert sa["state"].keys() == sb["state"].keys() and sa["state"]
+        for pa, pb in zip(sa["state"].values(), sb["state"].values()):
+            for k in pa:
+                assert torch.equal(pa[k], pb[k]), k
 
 
 @pytest.mark.parametrize("sampling, signal_name, where", [("epoch", "sigterm", "subprocess"),
@@ -70,7 +75,9 @@ def test_metrics_records_follow_the_design(full_run):
     assert events[0] == "run" and events[-1] == "end" and records[-1]["reason"] == "max_iters"
     run = records[0]
     assert {"config", "model", "data", "system", "resumed_from_iter"} <= run.keys()
-    assert set(run["model"]) == {"params", "non_embedding_params", "flops_per_token"}
+    assert set(run["model"]) == {"params", "non_embedding_params", "flops_per_token", "optimizer", "rope", "norm",
+                                 "qk_norm", "mlp_act", "tie_embeddings", "zero_init", "logit_softcap"}
+    assert run["model"]["optimizer"] == "adamw" and run["model"]["rope"] is False
     assert {"device_name", "peak_flops", "world_size", "torch", "dtype", "compile"} <= run["system"].keys()
     assert run["system"]["peak_flops"] is None and run["system"]["world_size"] == 1
     with open(os.path.join(full_run, "config.json")) as f:
@@ -78,16 +85,18 @@ def test_metrics_records_follow_the_design(full_run):
     train = [r for r in records if r["event"] == "train"]
     assert [r["iter"] for r in train] == list(range(12))
     for r in train:
-        assert set(r) == {"event", "time", "iter", "tokens", "epoch", "lr", "loss", "grad_norm", "grad_scale",
-                          "dt_ms", "tokens_per_sec", "mfu"}
+        assert set(r) == {"event", "time", "iter", "tokens", "epoch", "lr", "lr_mult", "loss", "grad_norm",
+                          "grad_scale", "dt_ms", "tokens_per_sec", "mfu"}
+        assert r["lr_mult"] == pytest.approx(r["lr"] / 1e-2)
         assert r["tokens"] == (r["iter"] + 1) * 4 * 32 * 2
         assert r["epoch"] == pytest.approx(r["tokens"] / 1200)
         assert r["mfu"] is None and r["grad_scale"] is None
     evals = [r for r in records if r["event"] == "eval"]
     assert [r["iter"] for r in evals] == [0, 5, 10, 12]  # every eval_interval and the final iteration
     for r in evals:
-        assert set(r) == {"event", "time", "iter", "tokens", "epoch", "lr", "train_loss", "val_loss",
-                          "train_loss_se", "val_loss_se"}
+        assert set(r) == {"event", "time", "iter", "tokens", "epoch", "lr", "lr_mult", "train_loss", "val_loss",
+                          "train_loss_se", "val_loss_se", "val_bpb"}
+        assert r["lr_mult"] == pytest.approx(r["lr"] / 1e-2)
         assert 0 < r["val_loss_se"] < 0.5
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 0.5  # it learns
 
@@ -104,7 +113,7 @@ def test_logged_loss_is_the_mean_over_all_micro_batches(data, tmp_path):
         with torch.no_grad():
             losses = [model(*loader.next_batch())[1].item() for _ in range(3)]
         loader.close()
-        result = train_step(r.t, r.rt, 0, 1e-3, r.stop, FaultHooks())
+        result = train_step(r.t, r.rt, 0, 0.1, r.stop, FaultHooks())
     assert result.loss == pytest.approx(sum(losses) / 3, abs=1e-6)
     assert max(losses) - min(losses) > 1e-4  # one micro-batch's loss would not do
     assert not result.bad and math.isfinite(result.grad_norm) and result.dt > 0
@@ -116,13 +125,13 @@ def test_a_step_with_a_nonfinite_loss_or_gradient_leaves_the_weights_alone(data,
     with tiny_run(data, str(tmp_path / "out")) as r:
         before = {k: v.clone() for k, v in r.t.raw_model.state_dict().items()}
         hooks = FaultHooks("loss@0,grad@1")
-        skipped = [train_step(r.t, r.rt, it, 1e-2, r.stop, hooks) for it in (0, 1)]
+        skipped = [train_step(r.t, r.rt, it, 1.0, r.stop, hooks) for it in (0, 1)]
         assert [s.bad for s in skipped] == [True, True]
         assert [s.what_went_bad for s in skipped] == ["loss", "gradient norm"]
         assert math.isnan(skipped[0].loss) and math.isfinite(skipped[1].loss) and math.isnan(skipped[1].grad_norm)
         assert all(torch.equal(v, r.t.raw_model.state_dict()[k]) for k, v in before.items())
-        assert r.t.optimizer.state == {} or all(not s for s in r.t.optimizer.state.values())
-        good = train_step(r.t, r.rt, 2, 1e-2, r.stop, hooks)
+        assert all(not s for opt in r.t.optimizer.parts.values() for s in opt.state.values())
+        good = train_step(r.t, r.rt, 2, 1.0, r.stop, hooks)
         assert not good.bad
         assert not torch.equal(before["transformer.wte.weight"], r.t.raw_model.state_dict()["transformer.wte.weight"])
 
@@ -131,7 +140,7 @@ def test_evaluate_is_the_mean_over_the_same_fixed_windows_every_time(data, tmp_p
     from evaluation import evaluate
     with tiny_run(data, str(tmp_path / "out"), "--dropout=0.1") as r:
         first, again = evaluate(r.eval_model, r.eval_sets, r.rt), evaluate(r.eval_model, r.eval_sets, r.rt)
-        assert list(first) == ["train_loss", "val_loss", "train_loss_se", "val_loss_se"]  # the eval record's fields
+        assert list(first) == ["train_loss", "val_loss", "train_loss_se", "val_loss_se", "val_bpb"]  # the eval record's fields
         assert first == again  # the same windows, dropout off (eval mode)
         assert r.eval_model.training  # back in train mode
         with torch.no_grad():
@@ -149,7 +158,7 @@ def test_save_then_restore_brings_back_the_training_state(data, tmp_path):
     out = str(tmp_path / "out")
     with tiny_run(data, out) as r:
         for it in range(3):
-            train_step(r.t, r.rt, it, 1e-2, r.stop, FaultHooks())
+            train_step(r.t, r.rt, it, 1.0, r.stop, FaultHooks())
         r.state.iter_num, r.state.tokens_seen = 3, 3 * 256
         assert r.state.record_eval(4.5) and not r.state.record_eval(4.6)  # a worse val is never the best
         r.saver.save(r.t, r.state, best=True)
@@ -405,3 +414,39 @@ def test_wandb_offline_and_a_resume_continues_the_same_wandb_run(data, tmp_path)
     offline = [r for r in runs if r.startswith("offline-run-")]
     # two segments (start and resume), both logged offline under the same wandb run id
     assert len(offline) == 2 and all(r.endswith(f"-{first_id}") for r in offline), runs
+
+
+MODERN = ["--optimizer=muon", "--muon_lr=2e-2", "--rope=True", "--norm=rmsnorm", "--qk_norm=True", "--mlp_act=relu2",
+          "--tie_embeddings=False", "--zero_init=True", "--logit_softcap=30", "--lr_schedule=wsd"]
+
+
+def test_a_modern_run_resumes_bit_exact_and_refuses_the_other_optimizer(data, tmp_path):
+    from errors import UserError
+    args = TINY + [f"--data_dir={data}"] + MODERN
+    full = str(tmp_path / "full")
+    train_in_process(args + [f"--out_dir={full}"])
+    out = str(tmp_path / "resumed")
+    train_in_process(args + [f"--out_dir={out}", "--fault_inject=sigterm@6"])
+    assert load_ckpt(os.path.join(out, "ckpt.pt"))["iter_num"] == 7
+    train_in_process(args + [f"--out_dir={out}", "--init_from=resume"])
+    a, b = load_ckpt(os.path.join(full, "ckpt.pt")), load_ckpt(os.path.join(out, "ckpt.pt"))
+    assert a["iter_num"] == b["iter_num"] == 12 and a["optimizer"]["kind"] == "muon"
+    assert "lm_head.weight" in a["model"] and "transformer.wpe.weight" not in a["model"]  # untied, rotary
+    assert_same_state(a, b)  # bit-exact: weights, Muon's momentum buffers and AdamW's moments
+    run = read_metrics(full)[0]
+    assert run["model"]["optimizer"] == "muon" and run["model"]["rope"] is True
+    assert run["model"]["tie_embeddings"] is False and run["model"]["logit_softcap"] == 30
+    assert run["model"]["params"] == sum(v.numel() for v in a["model"].values())  # counts follow the options
+    with pytest.raises(UserError) as e:
+        train_in_process(args + [f"--out_dir={out}", "--init_from=resume", "--optimizer=adamw", "--max_iters=14"])
+    assert str(e.value) == (f"{os.path.join(out, 'ckpt.pt')} was trained with optimizer='muon' but the config says "
+                            f"optimizer='adamw'; resume with --optimizer=muon, or start with --init_from=scratch")
+
+
+def test_muon_groups_get_the_schedule_multiplier_of_their_own_peak_lr(data, tmp_path):
+    from fault_hooks import FaultHooks
+    from train_step import train_step
+    with tiny_run(data, str(tmp_path / "out"), *MODERN) as r:
+        train_step(r.t, r.rt, 0, 0.25, r.stop, FaultHooks())
+        assert [g["lr"] for g in r.t.optimizer.parts["muon"].param_groups] == [0.25 * 2e-2]
+        assert {g["lr"] for g in r.t.optimizer.parts["adamw"].param_groups} == {0.25 * 1e-2}
