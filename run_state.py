@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 
 import checkpoint
+from nanogpt_compat import convert as nanogpt_convert, is_nanogpt_checkpoint
 
 # what train.py needs of a checkpoint to resume (a nanoGPT or foreign file lacks some)
 RESUME_KEYS = ('model', 'model_args', 'optimizer', 'iter_num', 'best_val_loss', 'tokens_seen', 'loader',
@@ -44,8 +45,9 @@ class RunState:
         return False
 
 
-def load_for_resume(out_dir, device, announce=print):
-    """out_dir/ckpt.pt, checked to hold what a resume needs; says how long loading took."""
+def load_for_resume(out_dir, device, announce=print, tokenizer=None):
+    """out_dir/ckpt.pt, checked to hold what a resume needs; says how long loading took. A
+    nanoGPT checkpoint is converted (tokenizer: the dataset's), saying what it lacks."""
     path = os.path.join(out_dir, checkpoint.CKPT)
     size = os.path.getsize(path) if os.path.exists(path) else 0
     big = size > 50e6  # a small one loads in a blink: no line for it
@@ -53,6 +55,9 @@ def load_for_resume(out_dir, device, announce=print):
         announce(f"loading {path} ({size / 1e6:,.0f} MB) ...")
     t0 = time.perf_counter()
     ckpt = checkpoint.load(path, map_location=device)
+    if is_nanogpt_checkpoint(ckpt):
+        ckpt, note = nanogpt_convert(ckpt, path, tokenizer=tokenizer)
+        announce(note)
     checkpoint.require(ckpt, RESUME_KEYS, path, "start with --init_from=scratch")
     if big:
         announce(f"loaded in {time.perf_counter() - t0:.1f}s")

@@ -105,6 +105,7 @@ import train_setup as setup  # noqa: E402
 from atomic import write_json_atomic  # noqa: E402
 from config_check import check_world_size, validate  # noqa: E402,F401  (tests call train.validate)
 from configurator import Config, configure  # noqa: E402
+from data_formats import dataset_location  # noqa: E402
 from errors import UserError, exit_on_user_error  # noqa: E402
 from evaluation import EvalSets, evaluate  # noqa: E402
 from fault_hooks import FaultHooks  # noqa: E402
@@ -220,10 +221,13 @@ def start(c):
     check_world_size(c, runtime.ranks_from_env()[2])
     rt = runtime.setup(c.device, c.dtype, c.backend, c.cpu_threads)
     c.update(device=str(rt.device) if not rt.ddp else rt.device.type, dtype=rt.dtype,
-             data_dir=c.data_dir or os.path.join('data', c.dataset))
+             data_dir=dataset_location(c.data_dir, c.dataset))
     data = setup.open_dataset(c.data_dir)
     say = print if rt.master else (lambda *a, **k: None)
-    ckpt = load_for_resume(c.out_dir, rt.device, say) if c.init_from == 'resume' else None
+    if data.note:
+        say(data.note)
+    ckpt = (load_for_resume(c.out_dir, rt.device, say, tokenizer=data.meta['tokenizer'])
+            if c.init_from == 'resume' else None)
     model_args = setup.model_args_for(c, data, ckpt, note=say)
     setup.check_block_fits(data, c.block_size)
     t, fused = setup.build_training(c, model_args, data, rt, ckpt)
