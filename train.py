@@ -100,6 +100,7 @@ import torch  # noqa: E402  (after the handlers: importing torch takes seconds)
 
 import checkpoint  # noqa: E402
 import facts  # noqa: E402
+import memory_guard  # noqa: E402
 import runtime  # noqa: E402
 import train_setup as setup  # noqa: E402
 from atomic import write_json_atomic  # noqa: E402
@@ -134,6 +135,11 @@ class Run:
     tokens_per_iter: int
     flops_per_token: int
     peak_flops: float         # of one device, None where unknown
+    vocab_size: int           # the model's (padded): the memory estimate's
+
+    def out_of_memory_is_one_line(self, where):
+        """`with r.out_of_memory_is_one_line('a training step'):` an OOM inside ends the run in one line."""
+        return memory_guard.on_out_of_memory(self.c, self.vocab_size, self.rt.device, where, self.rt.ddp)
 
     @property
     def epoch(self):
@@ -163,7 +169,8 @@ def main(argv=None):
                 r.saver.save(r.t, r.state, best=False)
             break
 
-        result = train_step(r.t, r.rt, it, lr, r.stop, r.hooks)
+        with r.out_of_memory_is_one_line('a training step'):
+            result = train_step(r.t, r.rt, it, lr, r.stop, r.hooks)
         r.state.tokens_seen += r.tokens_per_iter
         r.times.add(it, result)
         r.stop.after_step(it, result)
@@ -181,7 +188,8 @@ def evaluate_and_checkpoint(r, lr, end_reason):
     if first and r.rt.master:
         print(f"evaluating ({r.c.eval_iters} batches of {r.c.batch_size} x {r.c.block_size} tokens per split) ...",
               flush=True)
-    metrics = evaluate(r.eval_model, r.eval_sets, r.rt)
+    with r.out_of_memory_is_one_line('an evaluation'):  # before any save: no checkpoint is half-written
+        metrics = evaluate(r.eval_model, r.eval_sets, r.rt)
     it = r.state.iter_num
     if r.rt.master:
         print(f"step {it}: train loss {metrics['train_loss']:.4f}, val loss {metrics['val_loss']:.4f}", flush=True)
@@ -230,6 +238,7 @@ def start(c):
             if c.init_from == 'resume' else None)
     model_args = setup.model_args_for(c, data, ckpt, note=say)
     setup.check_block_fits(data, c.block_size)
+    say(memory_guard.check_memory(c, model_args['vocab_size'], rt.device, ddp=rt.ddp), flush=True)  # before allocating
     t, fused = setup.build_training(c, model_args, data, rt, ckpt)
     state = RunState.from_checkpoint(ckpt)
     if ckpt is not None:
@@ -253,7 +262,8 @@ def start(c):
             EvalSets({'train': data.train, 'val': data.val}, c.block_size, c.batch_size, c.eval_iters, c.seed),
             data.meta['train_tokens'], facts.tokens_per_iter(c.batch_size, c.block_size, c.gradient_accumulation_steps),
             fpt, c.peak_flops if c.peak_flops is not None else (
-                facts.peak_flops_for(rt.device_name, rt.dtype) if rt.device.type == 'cuda' else None))
+                facts.peak_flops_for(rt.device_name, rt.dtype) if rt.device.type == 'cuda' else None),
+            model_args['vocab_size'])
     write_run_record(r, data.meta, model_args, compiled, fused, warnings)
     r.stop.install()
     return r
