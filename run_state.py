@@ -92,6 +92,9 @@ class Saver:
         self.out_dir, self.rt, self.log = out_dir, rt, log
         self.fixed = {'model_args': model_args, 'config': config, 'tokenizer': tokenizer}
         self.last_saved_iter = None  # on every rank: the decision to save again must agree across ranks
+        self.size = None             # bytes of one checkpoint: estimated at start-up, measured once saved
+        self.last_good_iter = None   # the iteration in ckpt.pt
+        self.failure = None          # the line saying why the latest save failed; None once one succeeds
 
     def rng_states(self):
         dev = self.rt.device
@@ -114,6 +117,30 @@ class Saver:
             **self.fixed, **asdict(state), 'loader': t.loader.state_dict(),
             'rng_states': rng_states, 'world_size': self.rt.world_size,
         }
-        path = checkpoint.save_run(ckpt, self.out_dir, best)
+        try:
+            path = checkpoint.save_run(ckpt, self.out_dir, best)
+        except (OSError, RuntimeError) as e:
+            if not checkpoint.is_write_failure(e):
+                raise
+            self.failed(e, state.iter_num)
+            return
+        self.failure, self.last_good_iter, self.size = None, state.iter_num, os.path.getsize(path)
         self.log.write({'event': 'checkpoint', 'iter': state.iter_num, 'path': path, 'best': best,
                         'best_val_loss': state.best_val_loss})
+
+    def failed(self, e, it):
+        """A save that could not be written (full disk, quota, read-only folder): the files there
+        are the previous ones (atomic writes), the temporary is gone; one warning, and training goes on."""
+        path = getattr(e, 'filename', None) or os.path.join(self.out_dir, checkpoint.CKPT)
+        reason = e.strerror or str(e) if isinstance(e, OSError) else str(e).splitlines()[0]
+        try:
+            free = checkpoint.format_size(checkpoint.free_bytes(self.out_dir))
+        except OSError:
+            free = 'unknown'
+        kept = (f"the last good checkpoint is iter {self.last_good_iter}" if self.last_good_iter is not None
+                else "there is no checkpoint yet")
+        need = f"about {checkpoint.format_size(self.size)}" if self.size else "an unknown size"
+        self.failure = (f"saving {path} at iter {it} failed ({reason}): it needs {need} and {free} is free; "
+                        f"{kept}")
+        self.log.warn(it, 'checkpoint.save_failed', f"{self.failure}; training goes on and the next save tries "
+                      f"again (free some space, or another --out_dir next time)")

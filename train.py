@@ -244,6 +244,8 @@ def start(c):
     if ckpt is not None:
         restore_training(t, ckpt)
     metrics_path = setup.prepare_run_folder(c.out_dir, rt, resuming=ckpt is not None)
+    ckpt_size = checkpoint.checkpoint_bytes(c, model_args['vocab_size'])
+    space_warning = checkpoint.space_problem(c.out_dir, ckpt_size) if rt.master and not c.eval_only else None
     if rt.master and ckpt is not None:
         state.best_val_loss, state.best_iter = checkpoint.keep_better_best(
             c.out_dir, state.best_val_loss, state.best_iter)
@@ -253,7 +255,7 @@ def start(c):
     if estimate:
         say(estimate, flush=True)
     eval_model, compiled, compile_warning = setup.compile_model(t, rt, c, announce=lambda m: say(m, flush=True))
-    warnings = [compile_warning] if compile_warning else []
+    warnings = [w for w in (space_warning, compile_warning) if w]
     if ckpt is not None:
         warnings += [w for w in [restore_rng(ckpt, rt)] if w]
     del ckpt
@@ -264,6 +266,7 @@ def start(c):
             fpt, c.peak_flops if c.peak_flops is not None else (
                 facts.peak_flops_for(rt.device_name, rt.dtype) if rt.device.type == 'cuda' else None),
             model_args['vocab_size'])
+    r.saver.size, r.saver.last_good_iter = ckpt_size, (state.iter_num if c.init_from == 'resume' else None)
     write_run_record(r, data.meta, model_args, compiled, fused, warnings)
     r.stop.install()
     return r
@@ -306,10 +309,17 @@ def finish(r, end_reason):
         print(f"stopped by {stop.signal_name} at iter {it}; resume with --init_from=resume", flush=True)
     if r.rt.master and end_reason == 'early_stop':
         print(f"{stop.early_stop_reason}; stopped at iter {it}, best.pt (iter {r.state.best_iter}) kept", flush=True)
+    if r.rt.master and r.log.dropped:
+        print(f"warning: {r.log.dropped} records could not be written to {r.log.path} and were dropped "
+              f"(the disk is full?)", flush=True)
     r.t.loader.close()
     r.log.close()
     if r.rt.ddp:
         runtime.leave_process_group()
+    if r.saver.failure and end_reason != 'nonfinite':  # the final save: the run's last iterations are lost
+        again = ("resume with --init_from=resume" if r.saver.last_good_iter is not None
+                 else "run again (or give another --out_dir)")
+        raise UserError(f"{r.saver.failure}; the run ended without saving iter {it}: free some space and {again}")
     if end_reason == 'nonfinite':
         raise UserError(f"{stop.bad_in_a_row} non-finite steps in a row (iters {stop.first_bad}-{it - 1}), updates "
                         f"skipped; stopped with the last good checkpoint in {r.c.out_dir} intact; lower "

@@ -319,6 +319,7 @@ def build_workspace(ws, good_ckpt):
 
     good = open(good_ckpt, "rb").read()
     run_dir("run_good", good)
+    run_dir("run_fsize", good)
     truncate(os.path.join(run_dir("run_trunc", good), "ckpt.pt"), 0.6)
     run_dir("run_text", b"this is not a checkpoint\n")
     run_dir("run_zero", b"")
@@ -496,6 +497,12 @@ def bad_input_cases(ws):
         c("train-shard-bad-magic", "train", D("shards_magic"), ["fineweb_val_000000.bin", "20240520", "give GPT-2 shards"]),
         c("train-shard-short-file", "train", D("shards_short"), ["fineweb_val_000000.bin", "header", "download"]),
         c("train-shard-wrong-token-count", "train", D("shards_count"), ["fineweb_val_000000.bin", "301 tokens", "download"]),
+        # a file-size limit: every checkpoint write fails (EFBIG), as on a full disk; training goes on
+        # to the end, whose save failing is the one line
+        c("train-file-size-limit", "train", T + [f"--out_dir={j('out_train_fsize')}", "--limit:fsize=20000"],
+          [".pt at iter 2 failed", "there is no checkpoint yet", "free some space"]),
+        c("train-resume-file-size-limit", "train", R("run_fsize") + ["--max_iters=6", "--limit:fsize=20000"],
+          ["failed", "the last good checkpoint is iter", "--init_from=resume"]),
         c("train-out-dir-is-a-file", "train", T + [f"--out_dir={j('a_file')}"], ["a_file", "--out_dir"]),
         # --- train.py: checkpoints ---
         c("train-resume-no-checkpoint", "train", R("run_empty"), ["ckpt.pt", "not found", "--init_from=scratch"]),

@@ -169,7 +169,7 @@ def test_killed_preparation_leaves_no_worker_processes(prep, lab):
 
 BUGS = {}  # case id -> where the fix belongs, for bad-input cases found failing (none open)
 # damaged files whose content the programs may change (the resume that should have refused them)
-MAY_CHANGE = ("out_train", "out_prepare", "out_prepare_fsize", "run_flip_data", "run_good", "run_nanogpt")
+MAY_CHANGE = ("out_train", "out_train_fsize", "run_fsize", "out_prepare", "out_prepare_fsize", "run_flip_data", "run_good", "run_nanogpt")
 
 
 def _snapshot(ws):
