@@ -3,12 +3,14 @@ Checkpoint files: written atomically (atomic.py: a temporary name, fsync, rename
 or a kill mid-write leaves the previous checkpoint intact; loaded with weights_only=True (no
 arbitrary code from a checkpoint file) after a CRC check of every member.
 """
+import gc
 import os
 import shutil
 import zipfile
 
 import torch
 
+import facts
 from atomic import stale_temporaries, write_atomic
 from errors import UserError
 
@@ -16,7 +18,19 @@ CKPT, BEST = "ckpt.pt", "best.pt"
 
 
 def save_atomic(obj, path):
-    write_atomic(path, lambda tmp: torch.save(obj, tmp))
+    def write(tmp):
+        try:
+            torch.save(obj, tmp)
+            return
+        except RuntimeError as e:  # torch's serializer on a full disk: an OSError like any other
+            if not is_write_failure(e):
+                raise
+            said = str(e).strip().splitlines()[0].rpartition("] . ")[2][:80]  # 'unexpected pos A vs B'
+        # torch's failed writer still holds the file open from its frames: freed, the temporary's
+        # space comes back as soon as atomic.py removes it
+        gc.collect()
+        raise OSError(None, f"no room to write it: a full disk or a file-size limit; torch: {said}", tmp)
+    write_atomic(path, write)
 
 
 def copy_atomic(src, path):
@@ -90,3 +104,60 @@ def clean_state_dict(state_dict):
                 k = k[len(prefix):]
         out[k] = v
     return out
+
+
+# -----------------------------------------------------------------------------
+# the space checkpoints need: checked at start-up, named when a save fails
+
+TORCH_WRITE_FAILED = ("inline_container.cc", "unexpected pos", "file write failed")  # torch's serializer
+SAVE_OVERHEAD_BYTES = 64 << 10  # config, RNG states, loader state, the zip's headers (a few KB to ~40 KB)
+
+
+def checkpoint_bytes(config, vocab_size):
+    """About the size of one checkpoint file: the fp32 weights and the optimizer's state (AdamW: 2
+    fp32 moments per parameter; Muon: 1 for the hidden matrices), from facts' parameter counts."""
+    p = facts.param_counts(config["n_layer"], config["n_embd"], vocab_size, config["block_size"],
+                           config["bias"])["params"]
+    hidden = config["n_layer"] * 12 * config["n_embd"] ** 2
+    optimizer = 8 * p if config.get("optimizer", "adamw") == "adamw" else 4 * hidden + 8 * (p - hidden)
+    return 4 * p + optimizer + SAVE_OVERHEAD_BYTES
+
+
+def format_size(n):
+    """Bytes for a one-line message: 512 kB, 12.3 MB, 1.5 GB."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n / 1e3:,.0f} kB"
+
+
+def free_bytes(folder):
+    return shutil.disk_usage(folder).free
+
+
+def space_problem(out_dir, size, free=None):
+    """At start-up: None when out_dir's filesystem holds ckpt.pt, best.pt and the temporary of a save
+    beside them (a checkpoint of `size` bytes each, what is there already counted); a warning line
+    when only the first save fits; raises UserError when not even that one would."""
+    free = free_bytes(out_dir) if free is None else free
+    present = {name: os.path.getsize(os.path.join(out_dir, name)) for name in (CKPT, BEST)
+               if os.path.exists(os.path.join(out_dir, name))}
+    # the first save writes best.pt, then ckpt.pt's temporary beside it; a file there is replaced
+    # only once its successor is complete
+    first = size if BEST in present else 2 * size
+    every = 3 * size - sum(present.values())  # ckpt.pt + best.pt + one temporary, at most
+    fix = "free some space, give another --out_dir, or set --always_save_checkpoint=False (fewer saves)"
+    if free < first:
+        raise UserError(f"{out_dir} has {format_size(free)} free but a checkpoint needs {format_size(first)} there "
+                        f"(about {format_size(size)} each: weights and optimizer state); {fix}")
+    if free < every:
+        return (f"{out_dir} has {format_size(free)} free: room for the first checkpoint but not for "
+                f"ckpt.pt, best.pt and a save's temporary ({format_size(every)} more, about {format_size(size)} "
+                f"each); a save that does not fit is skipped and training goes on; {fix}")
+    return None
+
+
+def is_write_failure(exc):
+    """A save that failed for the disk's sake: any OSError, or torch's serializer failing to write."""
+    return isinstance(exc, OSError) or (isinstance(exc, RuntimeError)
+                                        and any(m in str(exc) for m in TORCH_WRITE_FAILED))

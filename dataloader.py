@@ -15,6 +15,7 @@ seeded by (seed, position), so they too replay exactly on resume.
 Files are opened once and read with pread (token_files.py); the next micro-batch
 is read in a background thread while the current one runs.
 """
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -61,6 +62,9 @@ class TrainLoader:
         self._handed = 0      # micro-batches handed out since pos was set
         self._perms = {}      # epoch -> permutation (the current and the next)
         self._pool = ThreadPoolExecutor(max_workers=1)
+        # a thread reading the next batch helps a GPU; on a CPU whose cores torch's threads fill
+        # already, it only takes one from them
+        self.prefetch = not (device.type == "cpu" and torch.get_num_threads() >= (os.cpu_count() or 1))
         self._future = None
         self.wait_s = 0.0     # time spent waiting for batches (for the data-loader share of step time)
 
@@ -103,6 +107,11 @@ class TrainLoader:
     def next_batch(self):
         """(x, y) of this rank's next micro-batch; starts reading the one after."""
         t0 = time.perf_counter()
+        if not self.prefetch:
+            x, y = self._load(self._handed)
+            self._handed += 1
+            self.wait_s += time.perf_counter() - t0
+            return x, y
         if self._future is None:
             self._future = self._pool.submit(self._load, self._handed)
         x, y = self._future.result()

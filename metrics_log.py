@@ -2,6 +2,7 @@
 metrics.jsonl on rank 0: one flushed JSON line per record (the contract with diagnose, in
 DESIGN.md), each fed to the live diagnosis; wandb, when on, gets the same numbers.
 """
+import errno
 import json
 import os
 import time
@@ -9,7 +10,8 @@ import time
 
 class MetricsLog:
     def __init__(self, path, master):
-        self.master = master
+        self.master, self.path = master, path
+        self.dropped = 0      # records a failed write (a full disk) dropped: the run goes on without them
         self.monitor = None   # diagnose.live.LiveMonitor, when on
         self.wandb = None     # the wandb module, when on
         if master and os.path.exists(path):
@@ -17,17 +19,30 @@ class MetricsLog:
                 data = f.read()
                 if data and not data.endswith(b'\n'):
                     f.truncate(data.rfind(b'\n') + 1)
-        self.file = open(path, 'a') if master else None
+        # unbuffered: each record is one write, so a failed one is undone and never retried half
+        self.file = open(path, 'ab', buffering=0) if master else None
+        self.size = os.fstat(self.file.fileno()).st_size if master else 0
 
     def write(self, record, observe=True):
         record = {'event': record.pop('event'), 'time': time.time(), **record}
         if not self.master:
             return record
-        self.file.write(json.dumps(record) + '\n')
-        self.file.flush()
+        self.append((json.dumps(record) + '\n').encode())
         if observe and self.monitor is not None:
             self._observe(record)
         return record
+
+    def append(self, line):
+        try:
+            if self.file.write(line) != len(line):
+                raise OSError(errno.ENOSPC, 'a short write')
+            self.size += len(line)
+        except OSError:
+            self.dropped += 1
+            try:
+                os.ftruncate(self.file.fileno(), self.size)  # no torn line left behind
+            except OSError:
+                pass
 
     def warn(self, it, wid, message):
         if not self.master:

@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 
 import checkpoint
+from nanogpt_compat import convert as nanogpt_convert, is_nanogpt_checkpoint
 
 # what train.py needs of a checkpoint to resume (a nanoGPT or foreign file lacks some)
 RESUME_KEYS = ('model', 'model_args', 'optimizer', 'iter_num', 'best_val_loss', 'tokens_seen', 'loader',
@@ -44,8 +45,9 @@ class RunState:
         return False
 
 
-def load_for_resume(out_dir, device, announce=print):
-    """out_dir/ckpt.pt, checked to hold what a resume needs; says how long loading took."""
+def load_for_resume(out_dir, device, announce=print, tokenizer=None):
+    """out_dir/ckpt.pt, checked to hold what a resume needs; says how long loading took. A
+    nanoGPT checkpoint is converted (tokenizer: the dataset's), saying what it lacks."""
     path = os.path.join(out_dir, checkpoint.CKPT)
     size = os.path.getsize(path) if os.path.exists(path) else 0
     big = size > 50e6  # a small one loads in a blink: no line for it
@@ -53,6 +55,9 @@ def load_for_resume(out_dir, device, announce=print):
         announce(f"loading {path} ({size / 1e6:,.0f} MB) ...")
     t0 = time.perf_counter()
     ckpt = checkpoint.load(path, map_location=device)
+    if is_nanogpt_checkpoint(ckpt):
+        ckpt, note = nanogpt_convert(ckpt, path, tokenizer=tokenizer)
+        announce(note)
     checkpoint.require(ckpt, RESUME_KEYS, path, "start with --init_from=scratch")
     if big:
         announce(f"loaded in {time.perf_counter() - t0:.1f}s")
@@ -87,6 +92,9 @@ class Saver:
         self.out_dir, self.rt, self.log = out_dir, rt, log
         self.fixed = {'model_args': model_args, 'config': config, 'tokenizer': tokenizer}
         self.last_saved_iter = None  # on every rank: the decision to save again must agree across ranks
+        self.size = None             # bytes of one checkpoint: estimated at start-up, measured once saved
+        self.last_good_iter = None   # the iteration in ckpt.pt
+        self.failure = None          # the line saying why the latest save failed; None once one succeeds
 
     def rng_states(self):
         dev = self.rt.device
@@ -109,6 +117,30 @@ class Saver:
             **self.fixed, **asdict(state), 'loader': t.loader.state_dict(),
             'rng_states': rng_states, 'world_size': self.rt.world_size,
         }
-        path = checkpoint.save_run(ckpt, self.out_dir, best)
+        try:
+            path = checkpoint.save_run(ckpt, self.out_dir, best)
+        except (OSError, RuntimeError) as e:
+            if not checkpoint.is_write_failure(e):
+                raise
+            self.failed(e, state.iter_num)
+            return
+        self.failure, self.last_good_iter, self.size = None, state.iter_num, os.path.getsize(path)
         self.log.write({'event': 'checkpoint', 'iter': state.iter_num, 'path': path, 'best': best,
                         'best_val_loss': state.best_val_loss})
+
+    def failed(self, e, it):
+        """A save that could not be written (full disk, quota, read-only folder): the files there
+        are the previous ones (atomic writes), the temporary is gone; one warning, and training goes on."""
+        path = getattr(e, 'filename', None) or os.path.join(self.out_dir, checkpoint.CKPT)
+        reason = e.strerror or str(e) if isinstance(e, OSError) else str(e).splitlines()[0]
+        try:
+            free = checkpoint.format_size(checkpoint.free_bytes(self.out_dir))
+        except OSError:
+            free = 'unknown'
+        kept = (f"the last good checkpoint is iter {self.last_good_iter}" if self.last_good_iter is not None
+                else "there is no checkpoint yet")
+        need = f"about {checkpoint.format_size(self.size)}" if self.size else "an unknown size"
+        self.failure = (f"saving {path} at iter {it} failed ({reason}): it needs {need} and {free} is free; "
+                        f"{kept}")
+        self.log.warn(it, 'checkpoint.save_failed', f"{self.failure}; training goes on and the next save tries "
+                      f"again (free some space, or another --out_dir next time)")

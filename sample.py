@@ -19,6 +19,7 @@ try:  # importing torch takes seconds: a Ctrl-C meanwhile should not print a tra
     from configurator import Config, configure
     from errors import UserError, exit_on_user_error
     from model import GPT, GPTConfig
+    from nanogpt_compat import convert as nanogpt_convert, is_nanogpt_checkpoint
     from runtime import DTYPES
 except KeyboardInterrupt:
     sys.exit(130)
@@ -77,6 +78,9 @@ def checkpoint_path(out_dir, which):
 def load_model(path, rt):
     ckpt = ckpt_io.load(path, map_location=rt.device,
                         fix="give the run folder with --out_dir (train.py writes best.pt and ckpt.pt there)")
+    if is_nanogpt_checkpoint(ckpt):
+        ckpt, note = nanogpt_convert(ckpt, path)
+        print(note, file=sys.stderr)
     ckpt_io.require(ckpt, ('model', 'model_args', 'tokenizer'), path, "sample from a run of this repository's train.py")
     model = GPT(GPTConfig(**ckpt['model_args']))
     model.load_state_dict(ckpt_io.clean_state_dict(ckpt['model']))
@@ -116,15 +120,14 @@ def main(argv=None):
     if c.compile:
         model.forward = torch.compile(model.forward)  # generate() calls it token by token
     try:
-        from tokenizer import GPT2RanksError, load_tokenizer
+        from tokenizer import GPT2RanksError, load_tokenizer, prompt_ids
     except ImportError as e:
         raise UserError(f"tokenizer.py cannot be imported ({e}); run sample.py from the repository root")
     try:
         tok = load_tokenizer(tokenizer_info, bpe_file=c.bpe_file or None)
     except GPT2RanksError as e:
         raise UserError(f"{e}; give sample.py that file with --bpe_file=PATH") from None
-    # documents start after an end-of-text token, as in the training data
-    ids = [tok.eot_token] + tok.encode(read_prompt(c.start))
+    ids, skip = prompt_ids(tok, read_prompt(c.start))  # after an end-of-text token, as in training
     block = model.config.block_size
     if len(ids) > block:
         print(f"note: the prompt has {len(ids)} tokens; the model sees only the last {block}", file=sys.stderr)
@@ -132,7 +135,7 @@ def main(argv=None):
     with torch.no_grad(), rt.autocast:
         for _ in range(c.num_samples):
             y = model.generate(x, c.max_new_tokens, temperature=c.temperature, top_k=c.top_k or None)
-            print(tok.decode(y[0, 1:].tolist()))
+            print(tok.decode(y[0, skip:].tolist()))
             print('---------------')
 
 

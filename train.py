@@ -112,11 +112,13 @@ import checkpoint  # noqa: E402
 import facts  # noqa: E402
 import hf_gpt2  # noqa: E402
 import optim  # noqa: E402
+import memory_guard  # noqa: E402
 import runtime  # noqa: E402
 import train_setup as setup  # noqa: E402
 from atomic import write_json_atomic  # noqa: E402
 from config_check import check_world_size, validate  # noqa: E402,F401  (tests call train.validate)
 from configurator import Config, configure  # noqa: E402
+from data_formats import dataset_location  # noqa: E402
 from errors import UserError, exit_on_user_error  # noqa: E402
 from evaluation import EvalSets, evaluate, hellaswag_fields, load_hellaswag, token_byte_lengths_for  # noqa: E402
 from fault_hooks import FaultHooks  # noqa: E402
@@ -146,7 +148,12 @@ class Run:
     tokens_per_iter: int
     flops_per_token: int
     peak_flops: float         # of one device, None where unknown
+    vocab_size: int           # the model's (padded): the memory estimate's
     hellaswag: tuple = None   # (tokenizer, examples) of hellaswag_file, or None
+
+    def out_of_memory_is_one_line(self, where):
+        """`with r.out_of_memory_is_one_line('a training step'):` an OOM inside ends the run in one line."""
+        return memory_guard.on_out_of_memory(self.c, self.vocab_size, self.rt.device, where, self.rt.ddp)
 
     @property
     def epoch(self):
@@ -176,7 +183,8 @@ def main(argv=None):
                 r.saver.save(r.t, r.state, best=False)
             break
 
-        result = train_step(r.t, r.rt, it, lr / c.learning_rate, r.stop, r.hooks)
+        with r.out_of_memory_is_one_line('a training step'):
+            result = train_step(r.t, r.rt, it, lr / c.learning_rate, r.stop, r.hooks)
         r.state.tokens_seen += r.tokens_per_iter
         r.times.add(it, result)
         r.stop.after_step(it, result)
@@ -194,9 +202,10 @@ def evaluate_and_checkpoint(r, lr, end_reason):
     if first and r.rt.master:
         print(f"evaluating ({r.c.eval_iters} batches of {r.c.batch_size} x {r.c.block_size} tokens per split) ...",
               flush=True)
-    metrics = evaluate(r.eval_model, r.eval_sets, r.rt)
-    if r.hellaswag is not None:
-        metrics.update(hellaswag_fields(r.eval_model, r.hellaswag, r.rt))
+    with r.out_of_memory_is_one_line('an evaluation'):  # before any save: no checkpoint is half-written
+        metrics = evaluate(r.eval_model, r.eval_sets, r.rt)
+        if r.hellaswag is not None:
+            metrics.update(hellaswag_fields(r.eval_model, r.hellaswag, r.rt))
     it = r.state.iter_num
     if r.rt.master:
         bpb_text = f", val bpb {metrics['val_bpb']:.4f}" if 'val_bpb' in metrics else ""
@@ -239,10 +248,13 @@ def start(c):
     check_world_size(c, runtime.ranks_from_env()[2])
     rt = runtime.setup(c.device, c.dtype, c.backend, c.cpu_threads)
     c.update(device=str(rt.device) if not rt.ddp else rt.device.type, dtype=rt.dtype,
-             data_dir=c.data_dir or os.path.join('data', c.dataset))
+             data_dir=dataset_location(c.data_dir, c.dataset))
     data = setup.open_dataset(c.data_dir)
     say = print if rt.master else (lambda *a, **k: None)
-    ckpt = load_for_resume(c.out_dir, rt.device, say) if c.init_from == 'resume' else None
+    if data.note:
+        say(data.note)
+    ckpt = (load_for_resume(c.out_dir, rt.device, say, tokenizer=data.meta['tokenizer'])
+            if c.init_from == 'resume' else None)
     if ckpt is not None:
         optim.require_same_kind(optim.recorded_kind(ckpt['optimizer']), c.optimizer,
                                 os.path.join(c.out_dir, checkpoint.CKPT))
@@ -252,12 +264,15 @@ def start(c):
         model_args = setup.model_args_for(c, data, ckpt, note=say)
         weights = checkpoint.clean_state_dict(ckpt['model']) if ckpt is not None else None
     setup.check_block_fits(data, c.block_size)
+    say(memory_guard.check_memory(c, model_args['vocab_size'], rt.device, ddp=rt.ddp), flush=True)  # before allocating
     t, fused = setup.build_training(c, model_args, data, rt, weights)
     del weights
     state = RunState.from_checkpoint(ckpt)
     if ckpt is not None:
         restore_training(t, ckpt)
     metrics_path = setup.prepare_run_folder(c.out_dir, rt, resuming=ckpt is not None)
+    ckpt_size = checkpoint.checkpoint_bytes(c, model_args['vocab_size'])
+    space_warning = checkpoint.space_problem(c.out_dir, ckpt_size) if rt.master and not c.eval_only else None
     if rt.master and ckpt is not None:
         state.best_val_loss, state.best_iter = checkpoint.keep_better_best(
             c.out_dir, state.best_val_loss, state.best_iter)
@@ -268,7 +283,7 @@ def start(c):
     if estimate:
         say(estimate, flush=True)
     eval_model, compiled, compile_warning = setup.compile_model(t, rt, c, announce=lambda m: say(m, flush=True))
-    warnings = [compile_warning] if compile_warning else []
+    warnings = [w for w in (space_warning, compile_warning) if w]
     if ckpt is not None:
         warnings += [w for w in [restore_rng(ckpt, rt)] if w]
     del ckpt
@@ -278,7 +293,9 @@ def start(c):
                      token_byte_lengths_for(data.meta['tokenizer'], note=say)),
             data.meta['train_tokens'], facts.tokens_per_iter(c.batch_size, c.block_size, c.gradient_accumulation_steps),
             fpt, c.peak_flops if c.peak_flops is not None else (
-                facts.peak_flops_for(rt.device_name, rt.dtype) if rt.device.type == 'cuda' else None))
+                facts.peak_flops_for(rt.device_name, rt.dtype) if rt.device.type == 'cuda' else None),
+            model_args['vocab_size'])
+    r.saver.size, r.saver.last_good_iter = ckpt_size, (state.iter_num if c.init_from == 'resume' else None)
     if c.hellaswag_file:
         r.hellaswag = load_hellaswag(c.hellaswag_file, data.meta['tokenizer'])
     write_run_record(r, data.meta, model_args, compiled, fused, warnings)
@@ -327,10 +344,17 @@ def finish(r, end_reason):
         print(f"stopped by {stop.signal_name} at iter {it}; resume with --init_from=resume", flush=True)
     if r.rt.master and end_reason == 'early_stop':
         print(f"{stop.early_stop_reason}; stopped at iter {it}, best.pt (iter {r.state.best_iter}) kept", flush=True)
+    if r.rt.master and r.log.dropped:
+        print(f"warning: {r.log.dropped} records could not be written to {r.log.path} and were dropped "
+              f"(the disk is full?)", flush=True)
     r.t.loader.close()
     r.log.close()
     if r.rt.ddp:
         runtime.leave_process_group()
+    if r.saver.failure and end_reason != 'nonfinite':  # the final save: the run's last iterations are lost
+        again = ("resume with --init_from=resume" if r.saver.last_good_iter is not None
+                 else "run again (or give another --out_dir)")
+        raise UserError(f"{r.saver.failure}; the run ended without saving iter {it}: free some space and {again}")
     if end_reason == 'nonfinite':
         raise UserError(f"{stop.bad_in_a_row} non-finite steps in a row (iters {stop.first_bad}-{it - 1}), updates "
                         f"skipped; stopped with the last good checkpoint in {r.c.out_dir} intact; lower "

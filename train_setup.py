@@ -14,7 +14,8 @@ import facts
 import hf_gpt2
 import optim
 import runtime
-from dataloader import TokenFile, TrainLoader, num_windows
+import data_formats
+from dataloader import TrainLoader, num_windows
 from errors import UserError
 from model import GPT, OPTION_KEYS, GPTConfig
 from train_step import Training
@@ -26,18 +27,19 @@ SHAPE_KEYS = ('n_layer', 'n_head', 'n_embd', 'block_size', 'bias')  # fixed by a
 class Dataset:
     dir: str
     meta: dict
-    train: TokenFile
-    val: TokenFile
+    train: object             # token_files.TokenFile or ShardedTokens
+    val: object
+    note: str = None          # what was assumed of a nanoGPT folder or llm.c shards, or None
 
     @property
     def token_vocab(self):
         return int(self.meta['tokenizer']['vocab_size'])
 
 
-def open_dataset(data_dir):
-    meta = facts.read_dataset_meta(data_dir)
-    return Dataset(data_dir, meta, TokenFile(os.path.join(data_dir, 'train.bin'), meta['dtype']),
-                   TokenFile(os.path.join(data_dir, 'val.bin'), meta['dtype']))
+def open_dataset(location):
+    """The dataset in `location` (a folder or a glob), in any layout data_formats reads."""
+    d = data_formats.open_dataset(location)
+    return Dataset(location, d.meta, d.train, d.val, d.note)
 
 
 def check_block_fits(data, block_size):

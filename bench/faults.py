@@ -279,7 +279,7 @@ def bad_input(table, work, ref_dir, real):
         for c, r in zip(cases, results):
             if c["program"] != program:
                 continue
-            problems = fh.error_problems(r["rc"], r["stdout"], r["stderr"], c["must"])
+            problems = fh.case_problems(c, r)
             trials.append({"survived": not problems, "tracebacks": int(fh.has_traceback(r["stderr"])),
                            "why": f"{c['id']}: {', '.join(problems)} -- {fh.first_error_line(r['stderr'])[:160]}"})
         table.add(f"bad input: {program}", trials)

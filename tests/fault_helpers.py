@@ -43,10 +43,10 @@ def make_dataset(data_dir, train_tokens=40000, val_tokens=6000, seed=0):
 # processes
 
 
-def run(argv, cwd=ROOT, timeout=300, env=None):
+def run(argv, cwd=ROOT, timeout=300, env=None, preexec_fn=None):
     """Run a command line to the end; CompletedProcess with text output."""
     return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                          env=env or ENV)
+                          env=env or ENV, preexec_fn=preexec_fn)
 
 
 def train(args, timeout=300):
@@ -313,8 +313,13 @@ def build_workspace(ws, good_ckpt):
                 f.write(ckpt_bytes)
         return j(name)
 
+    for name, damage in (("shards_magic", dict(magic=20240521)), ("shards_short", "short"),
+                         ("shards_count", dict(count=301))):
+        write_llmc_shards(j(name), damage)
+
     good = open(good_ckpt, "rb").read()
     run_dir("run_good", good)
+    run_dir("run_fsize", good)
     truncate(os.path.join(run_dir("run_trunc", good), "ckpt.pt"), 0.6)
     run_dir("run_text", b"this is not a checkpoint\n")
     run_dir("run_zero", b"")
@@ -382,8 +387,37 @@ def build_workspace(ws, good_ckpt):
     return ws
 
 
-def _case(cid, program, argv, must):
-    return {"id": cid, "program": program, "argv": argv, "must": must}
+def write_llmc_shards(folder, damage):
+    """llm.c GPT-2 shards (a header of 256 int32: magic, version, token count; then uint16
+    tokens), the val shard damaged: dict(magic=..) / dict(count=..) in its header, or "short"."""
+    import numpy as np
+    os.makedirs(folder, exist_ok=True)
+    for name, n, fields in (("fineweb_train_000001.bin", 700, {}), ("fineweb_val_000000.bin", 300,
+                                                                    damage if isinstance(damage, dict) else {})):
+        header = np.zeros(256, dtype=np.int32)
+        header[:3] = fields.get("magic", 20240520), 1, fields.get("count", n)
+        path = os.path.join(folder, name)
+        with open(path, "wb") as f:
+            f.write(header.tobytes() + (np.arange(n) % 50257).astype(np.uint16).tobytes())
+    if damage == "short":
+        truncate(os.path.join(folder, "fineweb_val_000000.bin"), 0.1)
+
+
+def _case(cid, program, argv, must, ok=False):
+    """ok: the input is not bad after all (a foreign file this repository reads): the run must
+    succeed with no traceback and its output name each of `must`."""
+    return {"id": cid, "program": program, "argv": argv, "must": must, "ok": ok}
+
+
+def case_problems(case, r):
+    """[] when a case's result is what it must be: one clear error line, or (ok) a clean success."""
+    if not case.get("ok"):
+        return error_problems(r["rc"], r["stdout"], r["stderr"], case["must"])
+    problems = [f"exit status {r['rc']}"] if r["rc"] != 0 else []
+    if has_traceback(r["stderr"]) or has_traceback(r["stdout"]):
+        problems.append("traceback")
+    text = (r["stdout"] + r["stderr"]).lower()
+    return problems + [f"does not say {w!r}" for w in case["must"] if w.lower() not in text]
 
 
 def bad_input_cases(ws):
@@ -460,6 +494,15 @@ def bad_input_cases(ws):
         c("train-meta-missing-key", "train", D("data_nokeys"), ["meta.json", "train_tokens", "--force"]),
         c("train-meta-not-json", "train", D("data_garbagemeta"), ["meta.json", "--force"]),
         c("train-val-bin-missing", "train", D("data_noval"), ["val.bin", "not found", "--force"]),
+        c("train-shard-bad-magic", "train", D("shards_magic"), ["fineweb_val_000000.bin", "20240520", "give GPT-2 shards"]),
+        c("train-shard-short-file", "train", D("shards_short"), ["fineweb_val_000000.bin", "header", "download"]),
+        c("train-shard-wrong-token-count", "train", D("shards_count"), ["fineweb_val_000000.bin", "301 tokens", "download"]),
+        # a file-size limit: every checkpoint write fails (EFBIG), as on a full disk; training goes on
+        # to the end, whose save failing is the one line
+        c("train-file-size-limit", "train", T + [f"--out_dir={j('out_train_fsize')}", "--limit:fsize=20000"],
+          [".pt at iter 2 failed", "there is no checkpoint yet", "free some space"]),
+        c("train-resume-file-size-limit", "train", R("run_fsize") + ["--max_iters=6", "--limit:fsize=20000"],
+          ["failed", "the last good checkpoint is iter", "--init_from=resume"]),
         c("train-out-dir-is-a-file", "train", T + [f"--out_dir={j('a_file')}"], ["a_file", "--out_dir"]),
         # --- train.py: checkpoints ---
         c("train-resume-no-checkpoint", "train", R("run_empty"), ["ckpt.pt", "not found", "--init_from=scratch"]),
@@ -467,7 +510,9 @@ def bad_input_cases(ws):
         c("train-resume-empty-file", "train", R("run_zero"), ["ckpt.pt", "--init_from=scratch"]),
         c("train-resume-text-file", "train", R("run_text"), ["ckpt.pt", "--init_from=scratch"]),
         c("train-resume-malicious", "train", R("run_evil"), ["ckpt.pt", "--init_from=scratch"]),
-        c("train-resume-nanogpt-checkpoint", "train", R("run_nanogpt"), ["ckpt.pt", "--init_from=scratch"]),
+        # nanoGPT's ckpt.pt is resumed (converted), saying what it lacks
+        c("train-resume-nanogpt-checkpoint", "train", R("run_nanogpt"), ["nanoGPT checkpoint", "resuming at iter"],
+          ok=True),
         c("train-resume-weights-only", "train", R("run_weightsonly"), ["ckpt.pt", "--init_from=scratch"]),
         c("train-resume-bitflip-header", "train", R("run_flip_header"), ["ckpt.pt", "--init_from=scratch"]),
         c("train-resume-bitflip-weights", "train", R("run_flip_data"), ["ckpt.pt", "--init_from=scratch"]),
@@ -499,6 +544,10 @@ def bad_input_cases(ws):
         c("prepare-demo-and-input", "prepare", P + ["--demo", "--input", j("good.parquet")], ["--input", "--demo"]),
         c("prepare-other-dataset-there", "prepare", P[:-1] + [j("data_prepared"), "--input", j("good.parquet"), "--val-docs", "3"], ["data_prepared", "--force", "--out-dir"]),
         c("prepare-out-dir-is-a-file", "prepare", P[:-1] + [j("a_file"), "--input", j("good.parquet"), "--val-docs", "3"], ["a_file", "--out-dir"]),
+        # a file-size limit: every write past it fails (EFBIG), as on a full disk
+        c("prepare-file-size-limit", "prepare", P[:-1] + [j("out_prepare_fsize"), "--input", j("good.parquet"),
+                                                        "--val-docs", "3", "--limit:fsize=4096"],
+          ["train.bin.tmp", "free some space", "--out-dir"]),
         c("prepare-unknown-option", "prepare", P + ["--input", j("good.parquet"), "--frobnicate"], ["--frobnicate"]),
         # --- sample.py ---
         c("sample-no-checkpoint", "sample", S("run_empty"), ["run_empty", "--out_dir"]),
@@ -525,14 +574,17 @@ def bad_input_cases(ws):
 
 
 def case_to_run(case, ws):
-    """A case as {argv, cwd, env}: '--env:K=V,...' items become environment variables."""
-    argv, env = [], {}
+    """A case as {argv, cwd, env, fsize}: '--env:K=V,...' items become environment variables,
+    '--limit:fsize=N' a file-size limit (RLIMIT_FSIZE) on the process."""
+    argv, env, fsize = [], {}, None
     for a in case["argv"]:
         if a.startswith("--env:"):
             env.update(kv.split("=", 1) for kv in a[len("--env:"):].split(","))
+        elif a.startswith("--limit:fsize="):
+            fsize = int(a.split("=", 1)[1])
         else:
             argv.append(a)
-    return {"argv": argv, "cwd": ROOT, "env": env}
+    return {"argv": argv, "cwd": ROOT, "env": env, "fsize": fsize}
 
 
 # -----------------------------------------------------------------------------
@@ -570,7 +622,7 @@ def run_in_process(case):
 
 
 def runs_in_process(case):
-    return not case.get("env") and (case["argv"][0] in ("train.py", "sample.py") or case["argv"][:2] == ["-m", "diagnose"])
+    return not case.get("env") and not case.get("fsize") and (case["argv"][0] in ("train.py", "sample.py") or case["argv"][:2] == ["-m", "diagnose"])
 
 
 def run_cases(cases, real_processes=False, threads=3):
@@ -590,9 +642,19 @@ def run_cases(cases, real_processes=False, threads=3):
 
 def run_case_subprocess(case, timeout=300):
     """A case as a real `python ...` process."""
+    kw = {"preexec_fn": file_size_limit(case["fsize"])} if case.get("fsize") else {}
     p = run([PY] + case["argv"], cwd=case.get("cwd", ROOT), timeout=timeout,
-            env=dict(ENV, **(case.get("env") or {})))
+            env=dict(ENV, **(case.get("env") or {})), **kw)
     return {"rc": p.returncode, "stdout": p.stdout, "stderr": p.stderr}
+
+
+def file_size_limit(limit):
+    """A preexec_fn: writes past `limit` bytes fail with EFBIG (SIGXFSZ ignored), as on a full disk."""
+    def limit_writes():
+        import resource
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+    return limit_writes
 
 
 # -----------------------------------------------------------------------------

@@ -103,3 +103,46 @@ def test_on_out_of_memory_wraps_a_real_failure_and_passes_other_errors():
     with pytest.raises(ValueError, match="not memory"):
         with memory_guard.on_out_of_memory(cfg, 320, torch.device("cpu"), "an evaluation"):
             raise ValueError("not memory")
+
+
+# -----------------------------------------------------------------------------
+# train.py: the refusal at start-up and an out-of-memory step, end to end in this process
+
+def train_py(tmp_path, *args):
+    """train.py run here as `python train.py ...` runs (exit status, stdout, stderr)."""
+    import fault_helpers as fh
+    from train_helpers import TINY, make_dataset
+    data = make_dataset(str(tmp_path / "data"), train_tokens=1200, val_tokens=600)
+    argv = ["train.py", *TINY, f"--data_dir={data}", f"--out_dir={tmp_path / 'out'}", "--eval_iters=2", *args]
+    return fh.run_in_process({"argv": argv})
+
+
+def error_lines(stderr):
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith("note: ")]
+
+
+def test_train_py_refuses_a_model_that_cannot_fit_before_allocating_it(tmp_path):
+    r = train_py(tmp_path, "--n_layer=100000", "--n_embd=100000", "--n_head=100")
+    assert r["rc"] == 2 and "Traceback" not in r["stderr"]
+    [line] = error_lines(r["stderr"])
+    assert line.startswith("error: this run will not fit in cpu memory: needs about ")
+    assert not (tmp_path / "out").exists()  # refused before the run folder, let alone the model
+
+
+def test_an_out_of_memory_step_ends_in_one_line_with_the_checkpoint_intact(tmp_path, monkeypatch):
+    import train_step
+    real_step = train_step.train_step
+
+    def step_that_runs_out_at_iter_3(t, rt, it, *args):
+        if it == 3:
+            torch.empty(2 ** 61, dtype=torch.uint8)  # the CPU allocator refuses: a real allocation failure
+        return real_step(t, rt, it, *args)
+    monkeypatch.setattr(train_step, "train_step", step_that_runs_out_at_iter_3)  # train.py imports it from there
+    r = train_py(tmp_path, "--max_iters=6", "--eval_interval=2", "--always_save_checkpoint=True")
+    assert r["rc"] == 2 and "Traceback" not in r["stderr"], r["stderr"][-2000:]
+    [line] = error_lines(r["stderr"])
+    assert line.startswith("error: out of memory during a training step (")
+    assert line.endswith(f"the last checkpoint in {tmp_path / 'out'} is intact")
+    ckpt = torch.load(tmp_path / "out" / "ckpt.pt", map_location="cpu", weights_only=True)
+    assert ckpt["iter_num"] == 2
+    assert not [n for n in os.listdir(tmp_path / "out") if ".tmp" in n]

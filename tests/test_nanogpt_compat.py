@@ -193,12 +193,6 @@ def test_our_training_learns_from_a_nanogpt_folder(nanogpt_run):
 # -----------------------------------------------------------------------------
 # end to end through train.py and sample.py, once they call data_formats / nanogpt_compat
 
-def calls(script, *names):
-    with open(os.path.join(ROOT, script)) as f:
-        source = f.read()
-    return all(name in source for name in names)
-
-
 TINY_OURS = ["--device=cpu", "--dtype=float32", "--compile=False", "--dropout=0.0", "--live_diagnose=False",
              "--batch_size=4", "--gradient_accumulation_steps=1", "--log_interval=1", "--eval_iters=2"]
 NANOGPT_LOSS = """
@@ -221,8 +215,6 @@ def run_ours(script, *args, cwd=ROOT):
     return p
 
 
-@pytest.mark.skipif(not calls("train.py", "open_dataset", "is_nanogpt_checkpoint"),
-                    reason="train.py does not call data_formats.open_dataset / nanogpt_compat yet")
 def test_train_py_trains_on_a_nanogpt_folder_and_resumes_a_nanogpt_checkpoint(nanogpt_run, tmp_path):
     scratch, kind, _ = nanogpt_run
     folder = os.path.join(scratch, "data", "prose")
@@ -257,8 +249,6 @@ def test_train_py_trains_on_a_nanogpt_folder_and_resumes_a_nanogpt_checkpoint(na
     assert written["iter_num"] == 6 and written["tokenizer"]["name"] == kind  # our own format from here on
 
 
-@pytest.mark.skipif(not calls("sample.py", "is_nanogpt_checkpoint", "prompt_ids"),
-                    reason="sample.py does not call nanogpt_compat / tokenizer.prompt_ids yet")
 def test_sample_py_decodes_a_nanogpt_checkpoint(nanogpt_run):
     scratch, kind, _ = nanogpt_run
     # from nanoGPT's folder, as nanoGPT's sample.py is run: data/<dataset>/meta.pkl is found there
