@@ -473,7 +473,7 @@ def bad_input_cases(ws):
         c("train-unknown-device", "train", T + ["--device=tpu"], ["tpu", "cpu"]),
         c("train-cuda-missing", "train", T + ["--device=cuda"], ["cuda", "--device=cpu"]),
         c("train-unknown-sampling", "train", T + ["--sampling=shuffle"], ["shuffle", "epoch"]),
-        c("train-init-from-gpt2", "train", T + ["--init_from=gpt2"], ["gpt2", "resume"]),
+        c("train-init-from-gpt2", "train", T + ["--init_from=gpt2"], ["gpt2", "hf:PATH"]),
         c("train-unknown-backend", "train", T + ["--backend=mpi"], ["mpi", "gloo"]),
         c("train-negative-peak-flops", "train", T + ["--peak_flops=-5"], ["peak_flops", "--peak_flops="]),
         c("train-bad-fault-spec", "train", T + ["--fault_inject=nan@3"], ["nan@3", "--fault_inject="]),
