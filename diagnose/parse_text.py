@@ -125,8 +125,9 @@ SHAPES = [
     Shape("iter N: loss X, time Yms, mfu Z%", "nanogpt", "train",
           r"iter (\d+): loss " + V + r"(?:, time ([^\s,m]+) ?ms)?(?:, mfu ([^\s,%]+)%)?",
           ("iter", "loss", "dt_ms", "mfu"), scale={"mfu": 0.01}, loss_kind="last_microbatch"),
-    Shape("step N: train loss X, val loss Y", "nanogpt", "eval",
-          r"step (\d+): train loss " + V + r", val loss " + V, ("iter", "train_loss", "val_loss")),
+    Shape("step N: train loss X, val loss Y", "nanogpt", "eval",  # this repository adds `, val bpb Z`
+          r"step (\d+): train loss " + V + r", val loss " + V + r"(?:, val bpb " + V + ")?",
+          ("iter", "train_loss", "val_loss", "val_bpb")),
     # llm.c: main.log lines and its stdout line (which prints step + 1)
     Shape("s:N trl:X lr:Y norm:Z", "llmc", "train",
           r"(?<![\w:])s:(\d+) trl:([^\s]+)(?: lr:([^\s]+))?(?: norm:([^\s]+))?", ("iter", "loss", "lr", "grad_norm"),

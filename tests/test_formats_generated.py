@@ -139,3 +139,12 @@ def test_our_stdout_logs_the_iteration_mean_and_nanogpts_the_last_micro_batch(tm
     assert parse(tmp_path, ours, "ours.txt").train_loss_kind == "iteration_mean"
     theirs = parse(tmp_path, nanogpt, "nanogpt.txt")
     assert (theirs.train_loss_kind, theirs.grad_accum) == ("last_microbatch", 32)
+
+
+def test_our_step_line_carries_val_bpb_and_nanogpts_has_none(tmp_path):
+    text = ("step 0: train loss 5.6000, val loss 5.6200, val bpb 8.1081\n"
+            "step 100: train loss 2.3000, val loss 2.3500\n")
+    run = parse(tmp_path, text)
+    assert list(run.eval["val_loss"]) == [5.62, 2.35]
+    bpb = list(run.eval["val_bpb"])
+    assert bpb[0] == 8.1081 and np.isnan(bpb[1])
