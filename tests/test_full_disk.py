@@ -86,28 +86,6 @@ def test_a_file_size_limit_skips_saves_keeps_the_last_good_checkpoint_and_resume
     assert ckpt_iter(out / "ckpt.pt") == 4
 
 
-@pytest.fixture
-def small_filesystem(tmp_path):
-    """mount(size) -> a tmpfs of that many bytes inside tmp_path, and grow(point, size) (root only)."""
-    mounts = []
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root; the file-size-limit test covers the write path")
-
-    def mount(size):
-        point = tmp_path / f"fs{len(mounts)}"
-        point.mkdir()
-        p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
-                           capture_output=True, text=True)
-        if p.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here ({p.stderr.strip() or p.returncode}); "
-                        f"the file-size-limit test covers the write path")
-        mounts.append(point)
-        return point
-    yield mount
-    for point in mounts:
-        subprocess.run(["umount", str(point)], check=False)
-
-
 def test_a_filesystem_that_holds_one_checkpoint_warns_skips_saves_and_resumes_when_freed(data, tmp_path,
                                                                                        small_filesystem):
     size = checkpoint_size_estimate(data, tmp_path)

@@ -677,28 +677,6 @@ def test_a_file_size_limit_mid_write_is_one_line_and_leaves_no_dataset(fixture_p
     assert os.listdir(out) == []  # no meta.json, no temporaries
 
 
-@pytest.fixture
-def small_filesystem(tmp_path):
-    """mount(size) -> a tmpfs of that many bytes inside tmp_path (root only)."""
-    mounts = []
-
-    def mount(size):
-        point = tmp_path / f"fs{len(mounts)}"
-        point.mkdir()
-        p = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
-                           capture_output=True, text=True)
-        if p.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here ({p.stderr.strip() or p.returncode}); "
-                        f"the file-size-limit test covers the write path")
-        mounts.append(point)
-        return point
-    if os.geteuid() != 0:
-        pytest.skip("mounting a tmpfs needs root; the file-size-limit test covers the write path")
-    yield mount
-    for point in mounts:
-        subprocess.run(["umount", str(point)], check=False)
-
-
 def test_a_full_filesystem_is_one_line_and_an_existing_dataset_stays(fixture_parquet, tmp_path, small_filesystem):
     full = run(fixture_parquet, tmp_path / "full", "--batch-rows", "16")
     actual = 2 * (full["train_tokens"] + full["val_tokens"])
