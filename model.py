@@ -89,6 +89,24 @@ class Rotary(nn.Module):
         return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
 
 
+class Dropout(nn.Module):
+    """nn.Dropout, with the mask drawn from uniform_ on CPU: torch's CPU bernoulli_ is ~3.5x slower
+    than uniform_ (14.5 against 4.1 ms per 1M floats, one thread), and with dropout 0.1 it was 16%
+    of the demo config's step. The same Bernoulli(1 - p) mask, from another random stream."""
+
+    def __init__(self, p):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        if x.device.type != 'cpu':
+            return F.dropout(x, self.p, training=True)
+        scaled_keep = torch.empty_like(x).uniform_().ge_(self.p).mul_(1.0 / (1.0 - self.p))  # in place: 1 buffer
+        return x * scaled_keep
+
+
 class CausalSelfAttention(nn.Module):
 
     def __init__(self, config):
@@ -96,7 +114,8 @@ class CausalSelfAttention(nn.Module):
         assert config.n_embd % config.n_head == 0
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v in one matmul
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.resid_dropout = nn.Dropout(config.dropout)
+        self.resid_dropout = Dropout(config.dropout)
+        self.attn_dropout = Dropout(config.dropout)
         self.n_head = config.n_head
         self.dropout = config.dropout
         self.qk_norm = config.qk_norm
@@ -116,10 +135,24 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x):
         B, T, C = x.size()
         q, k, v = self.qkv(x)
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                                           is_causal=True)
+        if self.training and self.dropout > 0.0 and x.device.type == 'cpu':
+            y = self.attention_with_dropout(q, k, v)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                                               is_causal=True)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
+
+    def attention_with_dropout(self, q, k, v):
+        """Causal attention with dropout on the weights, for CPU training: SDPA's CPU kernel cannot
+        drop out, so it falls back to a math path that draws its mask with bernoulli_ and guards
+        the softmax against fully masked rows (no row is, here); this is ~2x faster."""
+        B, H, T, D = q.shape
+        future = torch.full((T, T), float('-inf'), device=q.device, dtype=q.dtype).triu(1)
+        att = torch.baddbmm(future.expand(B * H, T, T), q.reshape(B * H, T, D),
+                            k.reshape(B * H, T, D).transpose(1, 2), alpha=1.0 / math.sqrt(D))
+        att = self.attn_dropout(torch.softmax(att, dim=-1))
+        return torch.bmm(att, v.reshape(B * H, T, D)).view(B, H, T, D)
 
 
 class MLP(nn.Module):
@@ -129,7 +162,7 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.act = nn.GELU() if config.mlp_act == 'gelu' else ReLUSquared()
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
 
     def forward(self, x):
         return self.dropout(self.c_proj(self.act(self.c_fc(x))))
@@ -166,7 +199,7 @@ class GPT(nn.Module):
         modules = dict(wte=nn.Embedding(config.vocab_size, config.n_embd))
         if not config.rope:  # rotary embeddings replace the learned position table
             modules['wpe'] = nn.Embedding(config.block_size, config.n_embd)
-        modules.update(drop=nn.Dropout(config.dropout),
+        modules.update(drop=Dropout(config.dropout),
                        h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
                        ln_f=make_norm(config))
         self.transformer = nn.ModuleDict(modules)

@@ -87,7 +87,27 @@ def test_optimizer_groups_decay_only_matrices():
     assert all(p.dim() >= 2 for p in decay["params"]) and all(p.dim() < 2 for p in no_decay["params"])
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
     assert len(no_decay["params"]) > 0
-    assert fused is False  # fused AdamW is for CUDA only
+    assert fused is True and decay["fused"] is True  # the fused kernel on CPU too (torch >= 2.4)
+
+
+def test_fused_cpu_adamw_steps_like_the_plain_one():
+    # the fused kernel is a speed-up, not another optimizer: 5 steps agree with the foreach AdamW
+    import torch
+    # no biases: the key bias has a zero gradient in exact arithmetic, so Adam amplifies rounding noise there
+    models = [tiny() for _ in range(2)]
+    fused_opt, _ = models[0].configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu")
+    plain_opt = torch.optim.AdamW([{"params": g["params"], "weight_decay": g["weight_decay"]}
+                                   for g in models[1].configure_optimizers(0.1, 1e-2, (0.9, 0.95), "cpu")[0].param_groups],
+                                  lr=1e-2, betas=(0.9, 0.95), foreach=True)
+    x = torch.randint(0, 60, (2, 8))
+    for _ in range(5):
+        for m, opt in zip(models, (fused_opt, plain_opt)):
+            m(x, x)[1].backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    moved = max((a - b).abs().max().item() for a, b in zip(models[0].parameters(), models[1].parameters()))
+    assert moved < 1e-6
+    assert any((a - b).abs().max() > 1e-3 for a, b in zip(models[0].parameters(), tiny().parameters()))
 
 
 def test_generate_never_emits_padding_ids():
@@ -317,3 +337,38 @@ def test_sample_py_loads_a_checkpoint_with_every_option(tmp_path):
                        text=True, env=dict(os.environ, OMP_NUM_THREADS='1'))
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith('the cat') and p.stdout.endswith('---------------\n')
+
+
+def test_cpu_dropout_keeps_each_value_with_probability_1_minus_p():
+    from model import Dropout
+    drop = Dropout(0.25)
+    x = torch.full((1000, 1000), 2.0, requires_grad=True)
+    torch.manual_seed(1)
+    y = drop(x)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.25) < 0.003  # 1M draws: the standard error is 0.0004
+    assert torch.equal(y[y != 0], torch.full_like(y[y != 0], 2.0 / 0.75))  # the kept are scaled by 1/(1-p)
+    y.sum().backward()
+    assert torch.equal(x.grad, y.detach() / 2.0)  # the gradient flows through the same mask
+    drop.eval()
+    assert drop(x) is x
+    assert Dropout(0.0)(x) is x
+
+
+def test_cpu_attention_with_dropout_is_causal_attention_in_expectation():
+    import torch.nn.functional as F
+    model = tiny(dropout=0.2)
+    attn = model.transformer.h[0].attn
+    q, k, v = (torch.randn(2, 2, 16, 16) for _ in range(3))
+    exact = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    attn.eval()  # the weights' dropout off: the same attention as SDPA's
+    assert torch.allclose(attn.attention_with_dropout(q, k, v), exact, atol=1e-5)
+    attn.train()
+    torch.manual_seed(0)
+    draws = torch.stack([attn.attention_with_dropout(q, k, v) for _ in range(400)])
+    assert not torch.allclose(draws[0], exact, atol=1e-3)  # it does drop out
+    assert (draws.mean(0) - exact).abs().mean() < 0.02     # and is unbiased: E[dropout(w)] = w
+    first = draws[:, 0, 0, 0]  # the first query sees only its own key: weight 1, dropped or scaled by 1/(1-p)
+    kept = (first != 0).all(dim=-1)
+    assert torch.allclose(first[kept], (exact[0, 0, 0] / 0.8).expand_as(first[kept]), atol=1e-5)
+    assert 0.7 < kept.float().mean() < 0.9

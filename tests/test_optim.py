@@ -62,7 +62,7 @@ def test_adamw_kind_is_configure_optimizers():
     model = tiny(bias=True)
     opt = build(model, 'adamw')
     plain, fused = model.configure_optimizers(0.1, 1e-3, (0.9, 0.95), 'cpu')
-    assert list(opt.parts) == ['adamw'] and fused is False and opt.fused is False
+    assert list(opt.parts) == ['adamw'] and fused is True and opt.fused is True
     for a, b in zip(opt.param_groups, plain.param_groups, strict=True):
         assert [id(p) for p in a['params']] == [id(p) for p in b['params']]
         assert a['weight_decay'] == b['weight_decay'] and a['lr'] == b['lr']
