@@ -10,6 +10,7 @@ from torch.nn import functional as F
 import facts
 from errors import UserError
 from model import GPT, GPTConfig
+from train_helpers import tiny_gpt
 
 # each option alone, as the modern recipe sets it, and all of them together
 OPTIONS = {
@@ -29,11 +30,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def tiny(**kw):
-    args = dict(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=320, token_vocab_size=257, dropout=0.0)
-    args.update(kw)
-    torch.manual_seed(0)
-    return GPT(GPTConfig(**args))
+tiny = tiny_gpt
 
 
 def test_loss_at_init_is_ln_vocab():

@@ -9,7 +9,7 @@ import torch
 import facts
 import optim
 from errors import UserError
-from model import GPT, GPTConfig
+from train_helpers import tiny_gpt
 
 ALL_OPTIONS = dict(rope=True, norm='rmsnorm', qk_norm=True, mlp_act='relu2', tie_embeddings=False,
                    zero_init=True, logit_softcap=30.0)
@@ -23,11 +23,7 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-def tiny(**kw):
-    args = dict(n_layer=2, n_head=2, n_embd=32, block_size=16, vocab_size=320, token_vocab_size=257)
-    args.update(kw)
-    torch.manual_seed(0)
-    return GPT(GPTConfig(**args))
+tiny = tiny_gpt
 
 
 def build(model, kind, **kw):

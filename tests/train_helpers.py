@@ -16,6 +16,16 @@ TINY = ["--n_layer=2", "--n_head=2", "--n_embd=32", "--block_size=32", "--batch_
         "--dropout=0.1", "--live_diagnose=False"]
 
 
+def tiny_gpt(**overrides):
+    """The unit tests' model: 2 layers x 32 wide over the padded byte vocabulary, seeded."""
+    import torch
+    from model import GPT, GPTConfig
+    args = dict(n_layer=2, n_head=2, n_embd=32, block_size=32, vocab_size=320, token_vocab_size=257)
+    args.update(overrides)
+    torch.manual_seed(0)
+    return GPT(GPTConfig(**args))
+
+
 def make_dataset(data_dir, train_tokens=4000, val_tokens=1000, vocab=257, eot=256, seed=0,
                  train_ids=None, val_ids=None, dtype="uint16"):
     """train.bin, val.bin, meta.json in the layout prepare.py writes. The default text is a
