@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "bench"))
 from diagnose.forecast import CALIBRATION, Calibration, forecast  # noqa: E402
-from forecast_cases import all_cases  # noqa: E402
+from forecast_cases import all_cases, zoo_cases  # noqa: E402
 
 FRACS = (0.25, 0.5, 0.75)
 PRIOR_GRID = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
@@ -38,6 +38,8 @@ def backtest(case, frac=0.5, calibration=CALIBRATION):
     cut = case.iters[0] + frac * (case.end - case.iters[0])
     seen = case.iters <= cut
     f = forecast(case.iters[seen], case.losses[seen], case.lr, case.end, calibration=calibration)
+    if f is None:
+        return None
     return {"curve": case.name, "size": case.size, "frac": frac, "predicted": f["predicted"],
             "true": case.true, "error": f["predicted"] - case.true, "lo80": f["lo80"], "hi80": f["hi80"],
             "covered": f["lo80"] <= case.true <= f["hi80"], "decay_seen": f["decay_seen"],
@@ -108,6 +110,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--curves", default=os.path.join(ROOT, "..", "shared", "curves"))
     ap.add_argument("--logs", default=os.path.join(ROOT, "..", "shared", "logs"))
+    ap.add_argument("--zoo", default=os.path.join(ROOT, "tests", "fixtures", "zoo"))
     ap.add_argument("--frac", type=float, default=0.5)
     ap.add_argument("--holdout", action="store_true", help="leave one model size out (calibrate on the rest)")
     ap.add_argument("--calibrate", action="store_true", help="print the calibration from every size")
@@ -129,6 +132,25 @@ def main():
     print(f"{summary(rows)}; {dt / len(rows) * 1000:.0f} ms per curve")
     for fr in FRACS:
         print(f"  at {fr:4}: {summary([backtest(c, fr) for c in cases])}")
+    zoo_report(zoo_cases(args.zoo))
+
+
+def errors_text(rows):
+    return ", ".join(f"{r['curve'].split('/')[-1]} {r['error']:+.3f}" for r in rows)
+
+
+def zoo_report(zoo):
+    """The zoo's tiny runs, apart: outside the sizes the calibration is for."""
+    if not zoo:
+        return
+    print(f"\nzoo (our train.py, {', '.join(sorted({c.size for c in zoo}))} params, a few hundred CPU steps; "
+          "not calibrated on):")
+    for fr in FRACS:
+        rows = [r for r in (backtest(c, fr) for c in zoo) if r is not None]
+        if rows:
+            print(f"  at {fr:4}: {summary(rows)}  ({errors_text(rows)})")
+        else:
+            print(f"  at {fr:4}: too few evals to fit")
 
 
 if __name__ == "__main__":

@@ -6,14 +6,21 @@ The real loss curves the forecast bench backtests on, each with the LR of every 
   parser. Where the log prints the LR it is used as printed; where it does not, the schedule
   comes from the source's code as ../shared/logs/README.md (and the log's header) states it.
   The model sizes are the README's. The truth is the last val loss in the log.
+- tests/fixtures/zoo: the healthy runs of our train.py that ran their whole schedule (bench/zoo),
+  0.1M-0.4M parameters, 400 steps on CPU: far smaller and earlier in training than the runs the
+  forecast is for, so the bench reports them apart and does not calibrate on them.
 """
 import glob
+import gzip
+import json
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from diagnose.parse import load_run
+from diagnose.parse_jsonl import parse_jsonl
+from facts import lr_from_config
 
 CURVE_WARMUP = 2160   # the MPL curves' warmup steps (not in the files; ../shared/curves/README.md)
 
@@ -93,6 +100,32 @@ def log_cases(folder):
             lr_all = sched(end)
         out.append(Case(name.split("__")[1] + "/" + name.split("__")[2][:-4], size, params,
                         it, v, lr_all[: end + 1], end, float(v[-1])))
+    return out
+
+
+def zoo_cases(folder, min_evals=12):
+    """The zoo's healthy runs whose evals reach the planned max_iters (the truth is known)."""
+    path = os.path.join(folder, "labels.json")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        runs = json.load(f)["runs"]
+    out = []
+    for name, lab in sorted(runs.items()):
+        log = os.path.join(folder, name, "metrics.jsonl.gz")
+        if lab["verdict"] != "healthy" or not os.path.exists(log):
+            continue
+        with gzip.open(log) as f:
+            run = parse_jsonl(log, f.read())
+        it, v = run.eval["iter"], run.eval["val_loss"]
+        ok = np.isfinite(v) & (it > 0)
+        it, v = it[ok].astype(int), v[ok]
+        c = run.config
+        if len(it) < min_evals or int(it[-1]) != int(c["max_iters"]):
+            continue
+        lr = np.array([lr_from_config(i, c) for i in range(int(it[-1]) + 1)])
+        p = run.model["params"]
+        out.append(Case(f"zoo/{name}", f"{p / 1e6:.1f}M", float(p), it, v, lr, int(it[-1]), float(v[-1])))
     return out
 
 
