@@ -53,10 +53,10 @@ def conformal_scale(rows):
     return float(r[k - 1])
 
 
-def calibrate(cases):
+def calibrate(cases, fracs=FRACS):
     """Calibration from these cases: the prior with the least mean |error| over the backtests that
     saw no decay yet, then the conformal interval factor at each fraction's median horizon."""
-    base = [(c, fr) for c in cases for fr in FRACS]
+    base = [(c, fr) for c in cases for fr in fracs]
     undecayed = [(c, fr) for c, fr in base if not backtest(c, fr)["decay_seen"]]
     best = None
     for prior in PRIOR_GRID:
@@ -67,7 +67,7 @@ def calibrate(cases):
     unit = Calibration(anneal_prior=best[0], interval_scale=((1.0, 1.0),))
     rows = [backtest(c, fr, unit) for c, fr in base]
     knots = []
-    for fr in FRACS:
+    for fr in fracs:
         at = [r for r in rows if r["frac"] == fr]
         knots.append((round(float(np.median([r["horizon"] for r in at])), 3), round(conformal_scale(at), 3)))
     return Calibration(anneal_prior=best[0], interval_scale=tuple(knots))
