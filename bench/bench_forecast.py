@@ -29,7 +29,7 @@ from diagnose.forecast import CALIBRATION, Calibration, forecast  # noqa: E402
 from forecast_cases import all_cases, zoo_cases  # noqa: E402
 
 FRACS = (0.25, 0.5, 0.75)
-PRIOR_GRID = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5)
+PRIOR_GRID = (0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6)
 COVER = 0.8
 
 
@@ -53,24 +53,32 @@ def conformal_scale(rows):
     return float(r[k - 1])
 
 
+def prior_response(case, frac):
+    """With no decay seen the forecast is linear in the anneal prior: (its error at prior 0, its
+    fall per unit prior); None where a decay was seen or the schedule has no decay to come."""
+    zero, one = (backtest(case, frac, Calibration(anneal_prior=p)) for p in (1e-9, 1.0))
+    fall = zero["predicted"] - one["predicted"]
+    return None if zero["decay_seen"] or fall < 1e-9 else (zero["error"], fall)
+
+
+def knots(rows, fracs):
+    """(median horizon, conformal factor) at each fraction."""
+    out = []
+    for fr in fracs:
+        at = [r for r in rows if r["frac"] == fr]
+        if at:
+            out.append((round(float(np.median([r["horizon"] for r in at])), 3), round(conformal_scale(at), 3)))
+    return tuple(out) or ((1.0, 1.0),)
+
+
 def calibrate(cases, fracs=FRACS):
     """Calibration from these cases: the prior with the least mean |error| over the backtests that
     saw no decay yet, then the conformal interval factor at each fraction's median horizon."""
-    base = [(c, fr) for c in cases for fr in fracs]
-    undecayed = [(c, fr) for c, fr in base if not backtest(c, fr)["decay_seen"]]
-    best = None
-    for prior in PRIOR_GRID:
-        cal = Calibration(anneal_prior=prior, interval_scale=((1.0, 1.0),))
-        err = np.mean([abs(backtest(c, fr, cal)["error"]) for c, fr in undecayed]) if undecayed else 0.0
-        if best is None or err < best[1]:
-            best = (prior, err)
-    unit = Calibration(anneal_prior=best[0], interval_scale=((1.0, 1.0),))
-    rows = [backtest(c, fr, unit) for c, fr in base]
-    knots = []
-    for fr in fracs:
-        at = [r for r in rows if r["frac"] == fr]
-        knots.append((round(float(np.median([r["horizon"] for r in at])), 3), round(conformal_scale(at), 3)))
-    return Calibration(anneal_prior=best[0], interval_scale=tuple(knots))
+    resp = [r for c in cases for fr in fracs for r in [prior_response(c, fr)] if r is not None]
+    prior = min(PRIOR_GRID, key=lambda p: np.mean([abs(e0 - p * fall) for e0, fall in resp]) if resp else 0.0)
+    unit = Calibration(anneal_prior=prior, interval_scale=((1.0, 1.0),))
+    rows = [backtest(c, fr, unit) for c in cases for fr in fracs]
+    return Calibration(anneal_prior=prior, interval_scale=knots(rows, fracs))
 
 
 def summary(rows):
@@ -94,8 +102,7 @@ def holdout(cases):
     rows = []
     for size in sizes:
         cal = calibrate([c for c in cases if c.size != size])
-        print(f"size {size} held out: calibrated on the others: anneal_prior {cal.anneal_prior}, "
-              f"interval_scale {cal.interval_scale}")
+        print(f"size {size} held out: calibrated on the others: {cal}")
         rows += [backtest(c, fr, cal) for c in cases if c.size == size for fr in FRACS]
     print()
     for size in sizes:

@@ -80,6 +80,35 @@ LOGS = {
 }
 
 
+# A log cut before its end whose source gives the final value: file -> (size, parameters, schedule,
+# last step, final val bpb). nanochat d20: lrm 1.0 then a linear warmdown to 0 over the last 20%
+# (base_train's warmdown_ratio 0.2, final_lr_frac 0); the full log's val bpb at step 21400 is
+# 0.8155 (README). Its val is in bits per byte: the case is scaled to nats by the log's own ratio
+# of train loss (nats) to val bpb over its last evals, so that its errors read in nats like the rest.
+CUT_LOGS = {
+    "chirag9127__nanochat__d20-base-train-4gpu-to-step-15750.txt":
+        ("561M", 561e6, lambda n: _const_then_linear(n, 1.0, 0.2 * n), 21400, 0.8155),
+}
+
+
+def _bpb_cases(folder):
+    out = []
+    for name, (size, params, sched, end, final_bpb) in CUT_LOGS.items():
+        path = os.path.join(folder, name)
+        if not os.path.exists(path):
+            continue
+        run = load_run(path)
+        it, bpb = run.eval["iter"], run.eval["val_bpb"]
+        ok = np.isfinite(bpb) & (it > 0)
+        it, bpb = it[ok].astype(int), bpb[ok]
+        t, loss = run.train["iter"], run.train["loss"]
+        train_at = np.interp(it[-5:], t[np.isfinite(loss)], loss[np.isfinite(loss)])
+        nats_per_bpb = float(np.median(train_at / bpb[-5:]))
+        out.append(Case(name.split("__")[1] + "/d20-561M (val bpb as nats)", size, params,
+                        it, bpb * nats_per_bpb, sched(end), end, final_bpb * nats_per_bpb))
+    return out
+
+
 def log_cases(folder):
     out = []
     for name, (size, params, sched) in LOGS.items():
@@ -100,7 +129,7 @@ def log_cases(folder):
             lr_all = sched(end)
         out.append(Case(name.split("__")[1] + "/" + name.split("__")[2][:-4], size, params,
                         it, v, lr_all[: end + 1], end, float(v[-1])))
-    return out
+    return out + _bpb_cases(folder)
 
 
 def zoo_cases(folder, min_evals=12):

@@ -45,7 +45,7 @@ class Calibration:
     span seen), as (horizon, scale) knots: the error sources do not grow with the horizon in
     the proportion the spread assumes. Between knots the scale is interpolated in log horizon."""
     anneal_prior: float = 0.35
-    interval_scale: tuple = ((0.377, 1.128), (1.135, 1.161), (3.459, 0.461))
+    interval_scale: tuple = ((0.377, 1.172), (1.137, 1.161), (3.459, 0.531))
 
     def scale_at(self, horizon):
         h, k = zip(*sorted(self.interval_scale))
