@@ -118,3 +118,21 @@ def test_anneal_prior_calibrated_on_each_size_alone_agrees(one_size_calibrations
     p25, p100 = (one_size_calibrations[s].anneal_prior for s in ("25M", "100M"))
     assert abs(p25 - p100) <= 0.05
     assert abs(CALIBRATION.anneal_prior - p100) <= 0.05
+
+
+LOGS = os.path.join(ROOT, "..", "shared", "logs")
+
+
+@needs_curves
+@pytest.mark.skipif(not os.path.isdir(LOGS), reason="../shared/logs not present")
+def test_half_curve_forecast_on_real_124M_logs_calibrated_on_100M_curves(one_size_calibrations):
+    # GPT-2 124M runs of other people (build-nanogpt and llm.c cosines, the Muon record's warmdown
+    # not yet begun at half): another size, other data and schedules than the calibration saw
+    from bench_forecast import backtest
+    from forecast_cases import log_cases
+    logs = [c for c in log_cases(LOGS) if c.size == "124M"]
+    assert len(logs) == 3
+    rows = [backtest(c, 0.5, one_size_calibrations["100M"]) for c in logs]
+    errors = [abs(r["error"]) for r in rows]
+    assert np.mean(errors) <= 0.02 and max(errors) < 0.025
+    assert [r["decay_seen"] for r in rows] == [True, True, False]
