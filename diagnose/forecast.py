@@ -16,6 +16,12 @@ interval says so by its width. The prior and the factor that turns the spread in
 interval are both calibrated on real curves with one model size held out at a time
 (bench/bench_forecast.py --calibrate); the interval is a conformal one: the factor is the
 finite-sample 80% quantile of |error| / spread over the calibration backtests.
+
+Known limits (measured in bench_forecast.py): once a cosine decay has begun, the half curve
+cannot tell a short momentum memory (lam 0.99-0.995) from a long one (0.999+): the grid picks the
+short one and under-predicts the rest of the decay by ~0.01-0.02 nats on the MPL cosines, while a
+longer lam over-predicts the 124M cosines by ~0.04, so the grid is kept. After a large step drop
+(wsdcon_3) the S2 term itself, fitted on the whole curve, falls short: that is the law's form.
 """
 import math
 from dataclasses import dataclass
