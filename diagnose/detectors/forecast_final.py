@@ -58,7 +58,8 @@ def detect(run):
     title = (f"forecast: {name} {f['predicted']:.3f} at iteration {end} "
              f"(80% interval {f['lo80']:.3f}-{f['hi80']:.3f}), now {now:.3f}")
     expl = (f"Fitted on the {name} ({len(vv)} points) with the LR-annealing law {LAW} over the config's "
-            f"schedule; the interval is widened by the fit's own backtest error. The remaining "
+            f"schedule; the 80% interval combines the fit's noise, its own backtest error and the law's "
+            f"model error, scaled to hold the truth 80% of the time on real curves. The remaining "
             f"{end - (iters_done(run) or f['last_seen_iter'])} iterations should buy {gain:.3f} nats, most of it from the LR "
             f"decay still to come. " + whatif_text(whatif, "would give") + ".")
     if f["note"]:
