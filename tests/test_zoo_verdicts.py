@@ -1,0 +1,69 @@
+"""Verdicts of the diagnosis on the ground-truth zoo (tests/fixtures/zoo, made by real training runs with
+bench/zoo/generate.py), each by its mechanism: what the run was built to show and what it must not raise."""
+import json
+import os
+
+import pytest
+
+from diagnose.detect import run_all
+from diagnose.parse import load_run
+
+from bench.zoo import series
+from bench.zoo.excerpts import cut_text
+
+ZOO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "zoo")
+with open(os.path.join(ZOO, "labels.json")) as _f:
+    LABELS = json.load(_f)["runs"]
+
+
+def plain(tmp_path, name, fmt):
+    """The rendering decompressed under its own file name (diagnose reads the format from it)."""
+    file = LABELS[name]["files"][fmt]
+    path = tmp_path / f"{name}_{file}"
+    with series.open_text(os.path.join(ZOO, name, file + ".gz")) as f:
+        path.write_text(f.read())
+    return str(path)
+
+
+def excerpt(tmp_path, name, fmt, start, length):
+    file = LABELS[name]["files"][fmt]
+    path = tmp_path / f"cut_{start}_{file}"
+    path.write_text(cut_text(os.path.join(ZOO, name, file + ".gz"), start, length, fmt))
+    return str(path)
+
+
+def findings(path, name):
+    facts = {k: v for k, v in LABELS[name]["facts"].items() if k in ("tokens_per_iter", "train_tokens")}
+    return {f.id: f for f in run_all(load_run(path, **facts))}
+
+
+@pytest.mark.parametrize("fmt,fid", [("metrics.jsonl", "plateau.at_peak_lr"), ("llmc", "plateau.at_peak_lr"),
+                                     ("wandb-csv", "plateau.at_peak_lr"), ("build-nanogpt", "plateau.flat"),
+                                     ("modded-nanogpt", "plateau.flat")])  # these two log no LR
+def test_flat_at_a_constant_lr_for_half_the_run_is_a_plateau(tmp_path, fmt, fid):
+    """plateau_width_8: 2k params at a constant LR, at its capacity from ~250 of 600 iterations. The LR
+    never decays, so 'flat at a high LR' is this run's plateau (a warning), not a cooldown still to come."""
+    found = findings(plain(tmp_path, "plateau_width_8", fmt), "plateau_width_8")
+    f = found.get(fid)
+    assert f is not None and f.severity == "warning", sorted(found)
+    assert f.evidence["onset_iter"] <= 300 and f.evidence["lr_ratio"] in (1.0, None)
+    assert "plateau.lr_high" not in found
+
+
+@pytest.mark.parametrize("name", ["healthy_short", "spikes_lr_edge_b", "cosine_stopped_early"])
+def test_a_falling_run_at_a_high_lr_is_no_plateau(tmp_path, name):
+    for fmt in ("metrics.jsonl", "llmc", "hf-trainer"):
+        found = findings(plain(tmp_path, name, fmt), name)
+        assert "plateau.at_peak_lr" not in found, (name, fmt)
+
+
+def test_a_late_excerpt_flat_within_noise_is_no_plateau(tmp_path):
+    """40 iterations late in a still-improving run are flat within noise whatever the run does: half of
+    the excerpt is not half of the run."""
+    for name, fmt in (("healthy_wsd", "llmc"), ("spikes_lr_edge_b", "metrics.jsonl"),
+                      ("cosine_stopped_early", "llmc")):
+        n = sum(1 for _ in series.open_text(os.path.join(ZOO, name, LABELS[name]["files"][fmt] + ".gz")))
+        for start in range(n // 2, n - 40, 40):
+            found = findings(excerpt(tmp_path, name, fmt, start, 40), name)
+            assert not any(i.startswith("plateau.") and found[i].severity == "warning" for i in found), \
+                (name, fmt, start, sorted(found))
