@@ -67,3 +67,20 @@ def test_a_late_excerpt_flat_within_noise_is_no_plateau(tmp_path):
             found = findings(excerpt(tmp_path, name, fmt, start, 40), name)
             assert not any(i.startswith("plateau.") and found[i].severity == "warning" for i in found), \
                 (name, fmt, start, sorted(found))
+
+
+@pytest.mark.parametrize("fmt", ["llmc", "megatron", "wandb-csv", "hf-trainer"])
+def test_a_cosine_cut_off_early_is_read_from_the_logged_lr(tmp_path, fmt):
+    """cosine_stopped_early: a cosine planned over 4000 iterations, stopped at 400. These formats carry no
+    config, only the logged LR: its fall from the peak (2%) read as a cosine puts the decay's end ~10x later."""
+    found = findings(plain(tmp_path, "cosine_stopped_early", fmt), "cosine_stopped_early")
+    f = found["lr.decay_beyond_end"]
+    low, high = f.evidence["decay_end_estimate"]
+    last = f.evidence["last_iter"]  # the log's own units (HF: logging steps of 10 iterations)
+    assert 9 * last <= low <= 4000 / 400 * last * 1.05 <= high * 1.05 and f.evidence["lr_ratio"] > 0.97
+
+
+@pytest.mark.parametrize("name", ["healthy_cosine", "healthy_wsd", "healthy_short", "plateau_width_8", "lr_too_low"])
+def test_a_decayed_or_constant_logged_lr_is_not_cut_off(tmp_path, name):
+    for fmt in ("llmc", "megatron", "wandb-csv", "hf-trainer"):
+        assert "lr.decay_beyond_end" not in findings(plain(tmp_path, name, fmt), name), (name, fmt)
