@@ -4,6 +4,7 @@ turned into a Run's numpy columns once at the end, with restarts split into
 segments and repeated iterations resolved (the last occurrence wins).
 """
 import ast
+import math
 import re
 
 import numpy as np
@@ -68,6 +69,18 @@ class Rows:
         self._array = a
         return a
 
+    def nonfinite_printed(self):
+        """{column: how many rows printed NaN/Inf as its value}: a value logged as NaN, where an absent one
+        is None or '' (the float arrays cannot tell the two apart)."""
+        if self._columns is not None or not self.data:
+            return {}
+        out = {}
+        for j, c in enumerate(self.columns):
+            n = sum(1 for row in self.data if _printed_nonfinite(row[j]))
+            if n:
+                out[c] = n
+        return out
+
     def column(self, name):
         if self._columns is not None:
             return self._columns[name]
@@ -84,6 +97,12 @@ def _float_column(values):
         return np.array([v if v != "" else "nan" for v in values], dtype=float)
     except (TypeError, ValueError):
         return np.array([_to_float(v) for v in values], dtype=float)
+
+
+def _printed_nonfinite(v):
+    if isinstance(v, str):
+        return v.strip().lower().lstrip("+-") in ("nan", "inf", "infinity")
+    return isinstance(v, float) and not math.isfinite(v)
 
 
 def _to_float(v):
@@ -161,6 +180,9 @@ def finish_run(source, fmt, rows_list, boundaries=(), ordered=True, **facts):
         its = its[np.isfinite(its)]
         run.segments, went_back = _segment_starts(np.arange(len(its), dtype=float), its)
 
+    for r in rows_list:
+        for c, n in r.nonfinite_printed().items():
+            run.nonfinite_printed[c] = run.nonfinite_printed.get(c, 0) + n
     run.train, tdup = _last_occurrence(tcols)
     run.eval, edup = _last_occurrence(ecols)
     if len(run.segments) > 1:

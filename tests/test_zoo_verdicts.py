@@ -84,3 +84,36 @@ def test_a_cosine_cut_off_early_is_read_from_the_logged_lr(tmp_path, fmt):
 def test_a_decayed_or_constant_logged_lr_is_not_cut_off(tmp_path, name):
     for fmt in ("llmc", "megatron", "wandb-csv", "hf-trainer"):
         assert "lr.decay_beyond_end" not in findings(plain(tmp_path, name, fmt), name), (name, fmt)
+
+
+PINK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "logs",
+                    "SY-Xuan__Pink__issue6-loss-0-grad-norm-nan.txt")
+
+
+@pytest.mark.skipif(not os.path.exists(PINK), reason="../shared/logs not present")
+def test_a_grad_norm_nan_on_every_line_is_a_warning():
+    """SY-Xuan/Pink issue 6: HF Trainer prints 'grad_norm': nan on all 13 lines (the loss a 0.0
+    placeholder): the norm has no finite value at all, yet it was logged, and that is a finding."""
+    run = load_run(PINK)
+    assert run.nonfinite_printed == {"grad_norm": 13}
+    f = {f.id: f for f in run_all(run)}["sanity.nonfinite_grad_norm"]
+    assert f.severity == "warning" and f.evidence["count"] == 13 and f.evidence["every_step"] is True
+
+
+def test_one_nan_grad_norm_line_in_a_healthy_run_is_no_alarm(tmp_path):
+    """healthy_cosine's HF Trainer log with one line's grad_norm printed as nan (a skipped step)."""
+    path = plain(tmp_path, "healthy_cosine", "hf-trainer")
+    lines = open(path).read().splitlines(keepends=True)
+    k = [i for i, line in enumerate(lines) if "'grad_norm'" in line][20]
+    lines[k] = lines[k].replace("'grad_norm': ", "'grad_norm': nan, 'was': ", 1)
+    open(path, "w").write("".join(lines))
+    run = load_run(path)
+    assert run.nonfinite_printed == {"grad_norm": 1}
+    found = run_all(run)
+    f = [x for x in found if x.id == "sanity.nonfinite_grad_norm"]
+    assert [(x.severity, x.evidence["count"]) for x in f] == [("notice", 1)]
+    assert not [x.id for x in found if x.severity in ("warning", "critical")]
+    # the same line with absent grad_norm is not a printed nan
+    path2 = tmp_path / "absent_hf_trainer.txt"
+    path2.write_text("".join(lines).replace("'grad_norm': nan, 'was': ", "'was': ", 1))
+    assert load_run(str(path2)).nonfinite_printed == {}
