@@ -74,11 +74,24 @@ class Rows:
         is None or '' (the float arrays cannot tell the two apart)."""
         if self._columns is not None or not self.data:
             return {}
-        out = {}
-        for j, c in enumerate(self.columns):
-            n = sum(1 for row in self.data if _printed_nonfinite(row[j]))
+        out, a = {}, self.array()
+        for j, c in enumerate(self.columns):  # only the NaN/Inf cells: absent ones are NaN too
+            n = sum(1 for i in np.flatnonzero(~np.isfinite(a[:, j])) if _printed_nonfinite(self.data[i][j]))
             if n:
                 out[c] = n
+        return out
+
+    def rounded_zeros(self):
+        """{column: print resolution} for columns whose zeros were all printed in fixed point with 3 or
+        more decimals ('0.000000': a value under half the last digit, not an exact 0 as '0' or '0.0' is)."""
+        if self._columns is not None or not self.data:
+            return {}
+        out, a = {}, self.array()
+        for j, c in enumerate(self.columns):
+            zeros = [self.data[i][j] for i in np.flatnonzero(a[:, j] == 0.0)]
+            decimals = [_fixed_decimals(v) for v in zeros]
+            if zeros and all(d >= 3 for d in decimals):
+                out[c] = 10.0 ** -min(decimals)
         return out
 
     def column(self, name):
@@ -103,6 +116,13 @@ def _printed_nonfinite(v):
     if isinstance(v, str):
         return v.strip().lower().lstrip("+-") in ("nan", "inf", "infinity")
     return isinstance(v, float) and not math.isfinite(v)
+
+
+def _fixed_decimals(v):
+    """Decimals of a number printed in fixed point ('0.000000': 6); 0 for anything else (a float, '0', '1e-7')."""
+    if not isinstance(v, str) or "e" in v.lower() or "." not in v:
+        return 0
+    return len(v.strip().split(".")[1])
 
 
 def _to_float(v):
@@ -183,6 +203,8 @@ def finish_run(source, fmt, rows_list, boundaries=(), ordered=True, **facts):
     for r in rows_list:
         for c, n in r.nonfinite_printed().items():
             run.nonfinite_printed[c] = run.nonfinite_printed.get(c, 0) + n
+        for c, res in r.rounded_zeros().items():
+            run.rounded_zero[c] = max(res, run.rounded_zero.get(c, 0.0))
     run.train, tdup = _last_occurrence(tcols)
     run.eval, edup = _last_occurrence(ecols)
     if len(run.segments) > 1:

@@ -117,3 +117,17 @@ def test_one_nan_grad_norm_line_in_a_healthy_run_is_no_alarm(tmp_path):
     path2 = tmp_path / "absent_hf_trainer.txt"
     path2.write_text("".join(lines).replace("'grad_norm': nan, 'was': ", "'was': ", 1))
     assert load_run(str(path2)).nonfinite_printed == {}
+
+
+LLMC_MAIN = os.path.join(os.path.dirname(PINK), "KellerJordan__modded-nanogpt__llmc-gpt2-124M-main-log.txt")
+
+
+@pytest.mark.skipif(not os.path.exists(LLMC_MAIN), reason="../shared/logs not present")
+def test_the_tail_of_a_cosine_to_zero_printed_as_lr_0_000000_can_learn(tmp_path):
+    """The last lines of llm.c's GPT-2 124M main.log (its cosine ends at 0, printed lr:0.000000)."""
+    lines = open(LLMC_MAIN).read().splitlines()
+    tail = [line for line in lines if " trl:" in line][-12:]
+    path = tmp_path / "tail.txt"
+    path.write_text("\n".join(tail) + "\n")
+    found = {f.id: f for f in run_all(load_run(str(path)))}
+    assert "sanity.cannot_learn" not in found and found["sanity.lr_below_print"].severity == "info"

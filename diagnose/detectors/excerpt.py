@@ -202,14 +202,15 @@ def _schedule_ended(run):
 def cannot_learn(run):
     """LR exactly 0 or grad norm exactly 0 on every line that logs it: the weights cannot move."""
     it = run.train["iter"]
-    said = []
+    said, rounded = [], []
     for col, what in (("lr", "learning rate"), ("grad_norm", "grad norm")):
         v = run.train[col]
         v = v[np.isfinite(v)]
         if len(v) >= MIN_LINES and (v == 0).all() and not (col == "lr" and _schedule_ended(run)):
-            said.append((col, what, len(v)))
+            # '0.000000' is a value under half its last digit (the end of a decay to 0 prints so), not a 0
+            (rounded if col in run.rounded_zero else said).append((col, what, len(v)))
     if not said:
-        return []
+        return [below_print(run, col, what, k) for col, what, k in rounded]
     names = " and ".join(f"{what} 0" for _, what, _ in said)
     why = {"lr": "with a learning rate of 0 the optimizer's step is 0 whatever the gradient (a schedule "
                  "or config bug: warmup from 0 that never starts, a resumed scheduler, lr multiplied by 0)",
@@ -221,3 +222,17 @@ def cannot_learn(run):
                     evidence={f"{c}_zero_lines": k for c, _, k in said} | {"lines": int(len(it))},
                     iters=(int(it[0]), int(it[-1])),
                     recommendations=["check learning_rate, the LR scheduler and which parameters require grad"])]
+
+
+def below_print(run, col, what, lines):
+    """Every line prints the value as a rounded zero: it is under half the print's last digit, which a
+    schedule decaying to 0 reaches at its end; the print cannot tell that from an exact 0."""
+    res = run.rounded_zero[col]
+    it = run.train["iter"]
+    return Finding(f"sanity.{col}_below_print", "info",
+                   f"{what} printed as 0 to {res:g} on every line: below {res / 2:g}, not known to be 0",
+                   f"A fixed-point print rounds anything under {res / 2:g} to zero: at the end of a schedule that "
+                   f"decays to 0 (a cosine to min_lr 0) the {what} is that small by plan. Only an exact 0 ('0', "
+                   "'0.0') or the run's schedule would say the run cannot learn.",
+                   evidence={f"{col}_rounded_zero_lines": lines, "print_resolution": res, "lines": int(len(it))},
+                   iters=(int(it[0]), int(it[-1])))
