@@ -13,7 +13,9 @@ A label says which categories the diagnosis must raise ('expect') and must not r
 a category in neither is open and not scored. An item is 'all right' when diagnose read it, raised
 every expected category and none forbidden; recall counts expected categories raised; a false alarm
 is an item with a forbidden category raised. How a category is read from the findings is the
-CATEGORY_FINDINGS table below: when a detector's id changes, change one line there.
+CATEGORY_FINDINGS table below: when a detector's id changes, change one line there. CATEGORY_EVIDENCE
+raises a category from a finding's evidence at any severity ('repeat': data.repetition with >= 2
+epochs); --severity-only scores without it, as before.
 """
 import argparse
 import collections
@@ -43,6 +45,10 @@ CATEGORY_FINDINGS = {
     "gradnorm_spikes": (("instability.gradnorm_jump",), "warning", ()),
 }
 SEVERITIES = ("ok", "info", "notice", "warning", "critical")  # as diagnose/findings.py
+# category -> (finding id, evidence key, lowest value): raised by that finding's evidence at any severity.
+# 'repeat' asks "was the data repeated?": a run that saw it 2-4 times has data.repetition at info (repeats
+# are then nearly as good as new data, Muennighoff et al.), which answers yes without a warning.
+CATEGORY_EVIDENCE = {"repeat": ("data.repetition", "epochs", 2.0)}
 
 LOGS = os.path.join(ROOT, "..", "shared", "logs")
 ZOO = os.path.join(ROOT, "tests", "fixtures", "zoo")
@@ -79,9 +85,14 @@ MORE_VERDICT = {(): "healthy", ("instability",): "instability", ("overfitting", 
 FACT_KEYS = ("tokens_per_iter", "train_tokens", "params", "max_iters")
 
 
-def raised(findings):
-    """The categories a list of findings (dicts: id, severity) raises."""
+def raised(findings, by_evidence=True):
+    """The categories a list of findings (dicts: id, severity, evidence) raises; by_evidence False scores
+    by severity alone (the scoring before CATEGORY_EVIDENCE)."""
     out = set()
+    for cat, (fid, key, lowest) in CATEGORY_EVIDENCE.items() if by_evidence else ():
+        if any(f["id"] == fid and (f.get("evidence") or {}).get(key) is not None
+               and f["evidence"][key] >= lowest for f in findings):
+            out.add(cat)
     for cat, (prefixes, lowest, excluded) in CATEGORY_FINDINGS.items():
         for f in findings:
             if f["id"] in excluded or SEVERITIES.index(f["severity"]) < SEVERITIES.index(lowest):
@@ -137,12 +148,12 @@ def shared_items(logs):
                    expect=c["expect"], forbid=c["forbid"]), os.path.join(logs, name)
 
 
-def score(items):
+def score(items, by_evidence=True):
     """Diagnose each item; returns the scored rows."""
     rows = []
     for item, path in items:
         found, read_as = diagnose(path, item["facts"])
-        got = raised(found) if found is not None else set()
+        got = raised(found, by_evidence) if found is not None else set()
         loud = sorted({f["id"] for f in found or [] if SEVERITIES.index(f["severity"]) >= SEVERITIES.index("warning")})
         rows.append(dict(item, unreadable=found is None, read_as=read_as, raised=sorted(got), loud=loud,
                          hits=[c for c in item["expect"] if c in got],
@@ -227,18 +238,20 @@ def main(argv=None):
     p.add_argument("--logs", default=LOGS, help="the shared logs folder")
     p.add_argument("--json", metavar="FILE", help="also write every scored item as JSON")
     p.add_argument("--misses", action="store_true", help="list the items that were wrong")
+    p.add_argument("--severity-only", action="store_true",
+                   help="score categories by severity alone, without CATEGORY_EVIDENCE (the older scoring)")
     args = p.parse_args(argv)
     t0 = time.time()
     out = {}
     if args.set in ("zoo", "both"):
-        rows = score(zoo_items(args.zoo, not args.no_excerpts))
+        rows = score(zoo_items(args.zoo, not args.no_excerpts), not args.severity_only)
         out["zoo"] = rows
         for s in ("zoo-whole", "zoo-excerpt"):
             part = [r for r in rows if r["set"] == s]
             if part:
                 sys.stdout.write(report(s, part, formats=True) + "\n")
     if args.set in ("shared", "both") and os.path.isdir(args.logs):
-        rows = score(shared_items(args.logs))
+        rows = score(shared_items(args.logs), not args.severity_only)
         out["shared"] = rows
         sys.stdout.write(report("shared logs", rows) + "\n")
     if args.misses:
