@@ -147,3 +147,12 @@ def test_val_rising_after_its_best_is_still_overfitting(tmp_path, name):
     fmt = "nanogpt" if name.startswith("nanogpt") else "metrics.jsonl"
     found = findings(plain(tmp_path, name, fmt), name)
     assert [i for i, f in found.items() if i.startswith("overfit.") and f.severity == "warning"], sorted(found)
+
+
+@pytest.mark.parametrize("fmt", ["metrics.jsonl", "wandb-csv"])
+def test_the_tail_of_a_finished_cooldown_is_no_plateau(tmp_path, fmt):
+    """The last ~40 iterations of healthy_wsd: flat at the LR floor for the whole excerpt, which is
+    under a tenth of the run: convergence at the end of the decay, not a plateau."""
+    n = sum(1 for _ in series.open_text(os.path.join(ZOO, "healthy_wsd", LABELS["healthy_wsd"]["files"][fmt] + ".gz")))
+    found = findings(excerpt(tmp_path, "healthy_wsd", fmt, n - 38, 38), "healthy_wsd")
+    assert not [i for i, f in found.items() if i.startswith("plateau.") and f.severity == "warning"], sorted(found)

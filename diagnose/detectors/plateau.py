@@ -136,7 +136,7 @@ def detect(run):
             "Do not stop here: cool down instead.",
             evidence=ev, iters=region,
             recommendations=["--lr_schedule=wsd", "--decay_frac=0.2", "--min_lr=<learning_rate/10>"])]
-    if it[-1] - onset < SHORT * span:
+    if it[-1] - onset < SHORT * max(span, it[-1]):  # of the run, not of an excerpt's lines
         done = not run.config.get("max_iters") or finished(run)
         if ratio is not None and ratio <= LR_FLOOR and done:
             return [Finding(
