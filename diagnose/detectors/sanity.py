@@ -92,9 +92,12 @@ def nonfinite(run):
     fp16 = str(run.config.get("dtype") or run.system.get("dtype") or "") == "float16" \
         or np.isfinite(run.train["grad_scale"]).any()
     name = "train loss" if np.isfinite(run.train["loss"]).any() else "val loss"
-    loss = _first_nonfinite(*(_raw(run.train, "loss") if name == "train loss" else _raw(run.eval, "val_loss")))
+    col = "loss" if name == "train loss" else "val_loss"
+    loss = _first_nonfinite(*_raw(run.train if name == "train loss" else run.eval, col),
+                            printed=run.nonfinite_printed.get(col, 0))
     # fp16 overflows give an infinite grad norm by design: the scaler skips those steps (see loss_scale)
-    grad = None if fp16 else _first_nonfinite(*_raw(run.train, "grad_norm"))
+    grad = None if fp16 else _first_nonfinite(*_raw(run.train, "grad_norm"),
+                                              printed=run.nonfinite_printed.get("grad_norm", 0))
     skipped = [e for e in run.events if e.get("event") == "warning" and e.get("id") == "nonfinite"]
     ends = [e for e in run.events if e.get("event") == "end"]
     stopped = bool(ends) and ends[-1].get("reason") == "nonfinite"
@@ -204,15 +207,17 @@ def _last_finite_loss(run, first):
     return num(v[keep][-1]) if keep.any() else None
 
 
-def _first_nonfinite(it, v):
+def _first_nonfinite(it, v, printed=0):
     """(first iter, count, recovered, finite values before it, iters) of NaN/Inf after the first
     finite value, or None. NaN before any finite value (or everywhere) means 'not logged', and
-    so does NaN in a column logged on under half the rows; Inf is always a real value."""
+    so does NaN in a column logged on under half the rows, unless the log printed that many NaNs
+    (`printed`, Run.nonfinite_printed: a run that went NaN early and stayed so); Inf is always real."""
     fin = np.isfinite(v)
     if len(v) == 0 or not fin.any():
         return None
     start = int(np.argmax(fin))
-    bad = np.isinf(v) | (np.isnan(v) if (~np.isnan(v)).mean() >= 0.5 else False)
+    real_nan = (~np.isnan(v)).mean() >= 0.5 or printed >= np.isnan(v[start:]).sum() > 0
+    bad = np.isinf(v) | (np.isnan(v) if real_nan else False)
     bad[:start] = False
     if not bad.any():
         return None
