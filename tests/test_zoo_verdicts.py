@@ -179,3 +179,21 @@ def test_columns_left_empty_are_not_nan(tmp_path, name):
     for fmt in FORMATS:
         found = findings(plain(tmp_path, name, fmt), name)
         assert not [i for i in found if i.startswith("sanity.nonfinite")], (name, fmt)
+
+
+@pytest.mark.parametrize("fmt,start,length", [("metrics.jsonl", 178, 19), ("metrics.jsonl", 231, 36),
+                                               ("llmc", 238, 28), ("build-nanogpt", 98, 28), ("nanogpt", 274, 10)])
+def test_an_excerpt_inside_a_divergence_is_a_divergence(tmp_path, fmt, start, length):
+    """diverge_lr_high (lr 2.0, no clipping) after it blew up: losses of 20-100 nats on a 257-token
+    vocabulary, with no history in the excerpt (no config, no vocabulary)."""
+    found = findings(excerpt(tmp_path, "diverge_lr_high", fmt, start, length), "diverge_lr_high")
+    f = found["instability.worse_than_uniform"]
+    assert f.severity == "critical" and f.evidence["median_loss"] > 20 and f.evidence["ratio"] > 1.25
+
+
+@pytest.mark.parametrize("name", ["healthy_cosine", "healthy_short", "lr_frozen", "spikes_lr_edge"])
+def test_an_excerpt_from_the_start_of_training_is_at_most_uniform(tmp_path, name):
+    """The first lines of a run sit at ln(V), the uniform guess: not worse than it."""
+    for fmt in ("metrics.jsonl", "llmc", "build-nanogpt"):
+        found = findings(excerpt(tmp_path, name, fmt, 0, 30), name)
+        assert "instability.worse_than_uniform" not in found, (name, fmt)

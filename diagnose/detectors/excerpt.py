@@ -7,6 +7,8 @@ issue): what the lines themselves show, with no history and no noise model fitte
   instability.gradnorm_jump  one grad norm 100x or more above both neighbours, and far beyond every
                              other change of the grad norm in the excerpt, while the loss looks normal
   sanity.cannot_learn        learning rate exactly 0, or grad norm exactly 0, on every line: no update
+  instability.worse_than_uniform  the excerpt's median loss far above ln(vocabulary), the loss of a
+                             uniform guess (which a fresh model starts at): a run inside its divergence
 
 Longer logs are left to the history-based detectors (instability, sanity), which model the noise.
 """
@@ -33,6 +35,7 @@ def detect(run):
     if n < MIN_LINES or n > EXCERPT_MAX:
         return []
     out = cannot_learn(run)
+    out += worse_than_uniform(run)
     spike = spike_climb(run)
     out += spike
     out += gradnorm_jump(run, skip=set(spike[0].evidence["window_iters"]) if spike else set())
@@ -197,6 +200,41 @@ def _schedule_ended(run):
     c = run.config
     end = c.get("lr_decay_iters") or c.get("max_iters")
     return bool(end) and len(run.train["iter"]) > 0 and run.train["iter"][0] >= 0.95 * float(end)
+
+
+LARGEST_VOCAB = 262144  # Gemma's 256k: no tokenizer in common use is larger, so ln of it bounds a uniform guess
+ABOVE_UNIFORM = 1.25    # times ln(V): a fresh model starts within a few percent of ln(V)
+
+
+def worse_than_uniform(run):
+    """A cross-entropy above ln(V) is worse than guessing every token uniformly, which is where a freshly
+    initialised model starts; a median far above it over the whole excerpt is a model thrown out by its
+    updates, with no history needed. Without the vocabulary, ln(LARGEST_VOCAB) bounds ln(V)."""
+    import math
+    v = run.train["loss"]
+    v = v[np.isfinite(v)]
+    if len(v) < MIN_LINES:
+        return []
+    vocab = run.vocab_size()
+    ceiling = math.log(vocab) if vocab else math.log(LARGEST_VOCAB)
+    level = float(np.median(v))
+    if level <= ABOVE_UNIFORM * ceiling:
+        return []
+    it = run.train["iter"]
+    basis = f"ln({vocab}) = {ceiling:.2f}" if vocab else f"ln({LARGEST_VOCAB}) = {ceiling:.2f}, above any common vocabulary's"
+    return [Finding("instability.worse_than_uniform", "critical",
+                    f"loss {level:.3g} (median of {len(v)} lines) is {level / ceiling:.1f}x the loss of a uniform "
+                    f"guess ({ceiling:.2f}): the run has diverged",
+                    f"A model that guessed every token uniformly would score {basis}; a fresh model starts "
+                    "there. A loss far above it means the updates have thrown the model to confident wrong "
+                    "predictions: a divergence, whatever came before this excerpt (or the log prints a sum "
+                    "over tokens, not a mean).",
+                    evidence={"median_loss": num(level), "ln_vocab_bound": num(ceiling), "vocab_size": vocab,
+                              "ratio": num(level / ceiling), "lines": int(len(v)),
+                              "test": f"median loss > {ABOVE_UNIFORM} x ln(vocab)"},
+                    iters=(int(it[0]), int(it[-1])),
+                    recommendations=["--learning_rate=<a tenth of now>", "--grad_clip=1.0",
+                                     "resume from a checkpoint before the loss rose"])]
 
 
 def cannot_learn(run):
