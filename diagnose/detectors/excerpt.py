@@ -116,13 +116,25 @@ def spike_climb(run):
     return [_spike_finding(run, *best)]
 
 
+def _loss_spans_interval(run):
+    """Is one logged loss a mean over several steps while the grad norm is one step's? HF Trainer logs
+    the mean loss since its last log; logs whose lines are more than one iteration apart (Megatron's
+    --log-interval) average the interval too."""
+    it = run.train["iter"]
+    spaced = len(it) > 1 and float(np.median(np.diff(it))) > 1
+    return "HF Trainer" in run.format or (spaced and run.train_loss_kind != "last_microbatch")
+
+
 def _spike_finding(run, i, j, z, crit, sigma, start):
     it, loss, gn, lr = (run.train[c] for c in ("iter", "loss", "grad_norm", "lr"))
     growth = float(gn[j] / gn[i]) if np.isfinite(gn[[i, j]]).all() and gn[i] > 0 else None
     after = loss[j + 1:]
     back = np.flatnonzero(np.isfinite(after) & (after <= start + 3 * sigma))
     recovered = int(it[j + 1 + back[0]]) if len(back) else None
-    grad_flat = growth is not None and growth < 2.0
+    # a flat grad norm clears the update only when it saw the steps the loss was high on: beside a loss
+    # averaged over each logging interval, one step's grad norm per line (HF Trainer, Megatron) can miss
+    # a spike that is back within a few lines; a climb still up at the end was sampled while high
+    grad_flat = growth is not None and growth < 2.0 and (recovered is None or not _loss_spans_interval(run))
     severity = "notice" if grad_flat else "warning"
     where = f"{start:.4g} -> {loss[j]:.4g} between iterations {int(it[i])} and {int(it[j])}"
     grad = (f", grad norm x{growth:.3g}" if growth is not None else "")
