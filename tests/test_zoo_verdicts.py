@@ -207,3 +207,14 @@ def test_a_spike_inside_a_logging_interval_is_a_warning_whatever_one_steps_grad_
     f = findings(plain(tmp_path, "spikes_lr_edge", fmt), "spikes_lr_edge")["instability.spike_excerpt"]
     assert f.severity == "warning" and f.evidence["peak_loss"] == pytest.approx(6.5725, abs=1e-3)
     assert f.evidence["grad_norm_growth"] < 2 and f.evidence["recovered_iter"] is not None
+
+
+def test_llmc_says_its_size_and_the_logged_peak_lr_is_judged_by_it(tmp_path):
+    """lr_too_low in llm.c's stdout: its start-up table says num_parameters 123200, its lines the LR
+    (peak 5e-5): far below what models under 125M train with. healthy_cosine (3e-3) is in range."""
+    run = load_run(plain(tmp_path, "lr_too_low", "llmc"))
+    assert run.model["params"] == 123200
+    f = {f.id: f for f in run_all(run)}["lr.peak_low"]
+    assert f.evidence["learning_rate"] == pytest.approx(5e-5) and f.evidence["source"] == "logged lr"
+    found = findings(plain(tmp_path, "healthy_cosine", "llmc"), "healthy_cosine")
+    assert not [i for i in found if i.startswith("lr.peak")]

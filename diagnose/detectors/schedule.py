@@ -13,7 +13,7 @@ def detect(run):
     if not schedule_known(run):
         return [Finding("lr.schedule_unknown", "info", "LR schedule unknown",
                         "The schedule checks and the forecast need the config.", missing=missing("config"))] \
-            + logged_decay_beyond_end(run)
+            + logged_peak(run) + logged_decay_beyond_end(run)
     out = []
     lr, min_lr = float(c["learning_rate"]), float(c["min_lr"])
     warm, decay, max_iters = int(c["warmup_iters"]), int(c["lr_decay_iters"]), int(c["max_iters"])
@@ -113,14 +113,38 @@ UNDECAYED = 0.9     # the LR at the end still above this share of its peak: the 
 CUT_OFF = 1.5       # a decay planned to end beyond this many times the run's end is cut off
 
 
+def _logged_from_start(run):
+    """(iters, logged LR) when the log covers the run from its start and the LR has passed its peak
+    (so its maximum is the peak); else None. An excerpt from mid-run shows a decayed LR, not the peak."""
+    it, lr = train_series(run, "lr")
+    if len(lr) < 10 or not np.all(np.isfinite(lr)) or it[0] > 0.05 * max(it[-1], 1):
+        return None
+    if int(np.argmax(lr)) >= len(lr) - 5:
+        return None
+    return it, lr
+
+
+def logged_peak(run):
+    """Without the config: the peak of the logged LR against the model size, when the log says the size."""
+    n, seen = params(run), _logged_from_start(run)
+    if not n or seen is None:
+        return []
+    out = peak_lr(float(np.max(seen[1])), n)
+    for f in out:
+        f.evidence["source"] = "logged lr"
+        f.missing = missing("config")
+    return out
+
+
 def logged_decay_beyond_end(run):
     """Without the config: a logged LR that has begun to fall after its peak (so it is a decaying
     schedule, not a constant one) but ends above UNDECAYED of the peak. Reading the fall as a cosine
     from the peak to min_lr gives the planned length of the decay; well beyond the run's end (max_iters
     when the log says it, else the last logged iteration) the final anneal never happens."""
-    it, lr = train_series(run, "lr")
-    if len(lr) < 10 or not np.all(np.isfinite(lr)) or it[0] > 0.05 * max(it[-1], 1):
+    seen = _logged_from_start(run)
+    if seen is None:
         return []   # only a log seen from its start shows the peak
+    it, lr = seen
     k = int(np.argmax(lr))
     peak, end = float(lr[k]), float(np.median(lr[-3:]))
     ratio = end / peak if peak > 0 else 1.0
