@@ -13,7 +13,11 @@ A label says which categories the diagnosis must raise ('expect') and must not r
 a category in neither is open and not scored. An item is 'all right' when diagnose read it, raised
 every expected category and none forbidden; recall counts expected categories raised; a false alarm
 is an item with a forbidden category raised. How a category is read from the findings is the
-CATEGORY_FINDINGS table below: when a detector's id changes, change one line there.
+CATEGORY_FINDINGS table below: when a detector's id changes, change one line there. CATEGORY_EVIDENCE
+raises a category from a finding's evidence at any severity ('repeat': data.repetition with >= 2
+epochs); --severity-only scores without it, as before. CATEGORY_NEEDS leaves out of recall an expected
+category whose needed facts every finding reports missing (listed as 'not decidable from the log');
+--count-undecidable counts those as misses, as before.
 """
 import argparse
 import collections
@@ -43,6 +47,14 @@ CATEGORY_FINDINGS = {
     "gradnorm_spikes": (("instability.gradnorm_jump",), "warning", ()),
 }
 SEVERITIES = ("ok", "info", "notice", "warning", "critical")  # as diagnose/findings.py
+# category -> (finding id, evidence key, lowest value): raised by that finding's evidence at any severity.
+# 'repeat' asks "was the data repeated?": a run that saw it 2-4 times has data.repetition at info (repeats
+# are then nearly as good as new data, Muennighoff et al.), which answers yes without a warning.
+CATEGORY_EVIDENCE = {"repeat": ("data.repetition", "epochs", 2.0)}
+# category -> facts (diagnose/detectors/common.py HOW_TO_GIVE keys) that, all reported missing by the
+# findings, make the category undecidable from that log: an 'LR too low' needs the model size or the
+# config, and a format without either ('unknown' is then the right answer) is not a miss
+CATEGORY_NEEDS = {"lr_limited": ("config", "params")}
 
 LOGS = os.path.join(ROOT, "..", "shared", "logs")
 ZOO = os.path.join(ROOT, "tests", "fixtures", "zoo")
@@ -79,9 +91,14 @@ MORE_VERDICT = {(): "healthy", ("instability",): "instability", ("overfitting", 
 FACT_KEYS = ("tokens_per_iter", "train_tokens", "params", "max_iters")
 
 
-def raised(findings):
-    """The categories a list of findings (dicts: id, severity) raises."""
+def raised(findings, by_evidence=True):
+    """The categories a list of findings (dicts: id, severity, evidence) raises; by_evidence False scores
+    by severity alone (the scoring before CATEGORY_EVIDENCE)."""
     out = set()
+    for cat, (fid, key, lowest) in CATEGORY_EVIDENCE.items() if by_evidence else ():
+        if any(f["id"] == fid and (f.get("evidence") or {}).get(key) is not None
+               and f["evidence"][key] >= lowest for f in findings):
+            out.add(cat)
     for cat, (prefixes, lowest, excluded) in CATEGORY_FINDINGS.items():
         for f in findings:
             if f["id"] in excluded or SEVERITIES.index(f["severity"]) < SEVERITIES.index(lowest):
@@ -137,12 +154,23 @@ def shared_items(logs):
                    expect=c["expect"], forbid=c["forbid"]), os.path.join(logs, name)
 
 
-def score(items):
-    """Diagnose each item; returns the scored rows."""
+def undecidable(found, got, expect):
+    """The expected categories not raised whose needed facts the findings all report missing."""
+    from diagnose.detectors.common import HOW_TO_GIVE
+    lacking = {m for f in found for m in f.get("missing") or []}
+    return [c for c in expect if c not in got and c in CATEGORY_NEEDS
+            and all(HOW_TO_GIVE[k] in lacking for k in CATEGORY_NEEDS[c])]
+
+
+def score(items, by_evidence=True, excuse=True):
+    """Diagnose each item; returns the scored rows. excuse: an expected category that the log cannot
+    decide (CATEGORY_NEEDS) moves from 'expect' to 'undecidable' instead of counting as a miss."""
     rows = []
     for item, path in items:
         found, read_as = diagnose(path, item["facts"])
-        got = raised(found) if found is not None else set()
+        got = raised(found, by_evidence) if found is not None else set()
+        skip = undecidable(found, got, item["expect"]) if (excuse and found is not None) else []
+        item = dict(item, expect=[c for c in item["expect"] if c not in skip], undecidable=skip)
         loud = sorted({f["id"] for f in found or [] if SEVERITIES.index(f["severity"]) >= SEVERITIES.index("warning")})
         rows.append(dict(item, unreadable=found is None, read_as=read_as, raised=sorted(got), loud=loud,
                          hits=[c for c in item["expect"] if c in got],
@@ -211,9 +239,13 @@ def table_formats(rows):
 
 def report(title, rows, formats=False):
     unread = [r["name"] for r in rows if r["unreadable"]]
+    excused = collections.Counter(c for r in rows for c in r.get("undecidable", []))
     lines = [f"== {title}: {len(rows)} items; not read by diagnose: {len(unread)} {unread[:5] if unread else ''} ==",
              *table_verdicts(rows), "", *table_categories(rows), "",
              *table_healthy(rows)]
+    if excused:
+        lines += ["", "not decidable from the log (needed facts absent; left out of recall): "
+                  + ", ".join(f"{c} {n}" for c, n in sorted(excused.items()))]
     if formats:
         lines += ["", *table_formats(rows)]
     return "\n".join(lines) + "\n"
@@ -227,18 +259,22 @@ def main(argv=None):
     p.add_argument("--logs", default=LOGS, help="the shared logs folder")
     p.add_argument("--json", metavar="FILE", help="also write every scored item as JSON")
     p.add_argument("--misses", action="store_true", help="list the items that were wrong")
+    p.add_argument("--count-undecidable", action="store_true",
+                   help="count expected categories the log cannot decide (CATEGORY_NEEDS) as misses, as before")
+    p.add_argument("--severity-only", action="store_true",
+                   help="score categories by severity alone, without CATEGORY_EVIDENCE (the older scoring)")
     args = p.parse_args(argv)
     t0 = time.time()
     out = {}
     if args.set in ("zoo", "both"):
-        rows = score(zoo_items(args.zoo, not args.no_excerpts))
+        rows = score(zoo_items(args.zoo, not args.no_excerpts), not args.severity_only, not args.count_undecidable)
         out["zoo"] = rows
         for s in ("zoo-whole", "zoo-excerpt"):
             part = [r for r in rows if r["set"] == s]
             if part:
                 sys.stdout.write(report(s, part, formats=True) + "\n")
     if args.set in ("shared", "both") and os.path.isdir(args.logs):
-        rows = score(shared_items(args.logs))
+        rows = score(shared_items(args.logs), not args.severity_only, not args.count_undecidable)
         out["shared"] = rows
         sys.stdout.write(report("shared logs", rows) + "\n")
     if args.misses:

@@ -86,6 +86,9 @@ def config_from_text(text, head):
     m = re.search(r"Total parameters:? ([\d,]+)", text)
     if m:
         model["params"] = _int(m.group(1))
+    m = re.search(r"\|\s*num_parameters\s*\|\s*(\d+)\s*\|", head)  # llm.c's start-up table
+    if m:
+        model["params"] = int(m.group(1))
     gpus = re.findall(r"\|\s+\d+\s+(NVIDIA [^|\n]*?)\s{2,}(?:On|Off)\s+\|", head)
     if gpus:
         system["device_name"] = gpus[0]

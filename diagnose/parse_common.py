@@ -4,6 +4,7 @@ turned into a Run's numpy columns once at the end, with restarts split into
 segments and repeated iterations resolved (the last occurrence wins).
 """
 import ast
+import math
 import re
 
 import numpy as np
@@ -68,6 +69,31 @@ class Rows:
         self._array = a
         return a
 
+    def nonfinite_printed(self):
+        """{column: how many rows printed NaN/Inf as its value}: a value logged as NaN, where an absent one
+        is None or '' (the float arrays cannot tell the two apart)."""
+        if self._columns is not None or not self.data:
+            return {}
+        out, a = {}, self.array()
+        for j, c in enumerate(self.columns):  # only the NaN/Inf cells: absent ones are NaN too
+            n = sum(1 for i in np.flatnonzero(~np.isfinite(a[:, j])) if _printed_nonfinite(self.data[i][j]))
+            if n:
+                out[c] = n
+        return out
+
+    def rounded_zeros(self):
+        """{column: print resolution} for columns whose zeros were all printed in fixed point with 3 or
+        more decimals ('0.000000': a value under half the last digit, not an exact 0 as '0' or '0.0' is)."""
+        if self._columns is not None or not self.data:
+            return {}
+        out, a = {}, self.array()
+        for j, c in enumerate(self.columns):
+            zeros = [self.data[i][j] for i in np.flatnonzero(a[:, j] == 0.0)]
+            decimals = [_fixed_decimals(v) for v in zeros]
+            if zeros and all(d >= 3 for d in decimals):
+                out[c] = 10.0 ** -min(decimals)
+        return out
+
     def column(self, name):
         if self._columns is not None:
             return self._columns[name]
@@ -84,6 +110,19 @@ def _float_column(values):
         return np.array([v if v != "" else "nan" for v in values], dtype=float)
     except (TypeError, ValueError):
         return np.array([_to_float(v) for v in values], dtype=float)
+
+
+def _printed_nonfinite(v):
+    if isinstance(v, str):
+        return v.strip().lower().lstrip("+-") in ("nan", "inf", "infinity")
+    return isinstance(v, float) and not math.isfinite(v)
+
+
+def _fixed_decimals(v):
+    """Decimals of a number printed in fixed point ('0.000000': 6); 0 for anything else (a float, '0', '1e-7')."""
+    if not isinstance(v, str) or "e" in v.lower() or "." not in v:
+        return 0
+    return len(v.strip().split(".")[1])
 
 
 def _to_float(v):
@@ -161,6 +200,11 @@ def finish_run(source, fmt, rows_list, boundaries=(), ordered=True, **facts):
         its = its[np.isfinite(its)]
         run.segments, went_back = _segment_starts(np.arange(len(its), dtype=float), its)
 
+    for r in rows_list:
+        for c, n in r.nonfinite_printed().items():
+            run.nonfinite_printed[c] = run.nonfinite_printed.get(c, 0) + n
+        for c, res in r.rounded_zeros().items():
+            run.rounded_zero[c] = max(res, run.rounded_zero.get(c, 0.0))
     run.train, tdup = _last_occurrence(tcols)
     run.eval, edup = _last_occurrence(ecols)
     if len(run.segments) > 1:

@@ -49,6 +49,8 @@ class Run:
     notes: list = field(default_factory=list)    # what the parser recognised or skipped, for the report
     train_loss_kind: str = "unknown"  # one of TRAIN_LOSS_KINDS: what one train-loss value averages over
     grad_accum: int = None            # micro-batches per iteration when the log or config says; else None
+    nonfinite_printed: dict = field(default_factory=dict)  # column: rows whose value the log printed as nan/inf
+    rounded_zero: dict = field(default_factory=dict)  # column: print resolution when its zeros are rounded ('0.000000')
 
     def __post_init__(self):
         if self.train_loss_kind not in TRAIN_LOSS_KINDS:

@@ -43,9 +43,18 @@ def test_flat_at_low_lr_is_true_plateau_with_onset(seed):
 
 
 def test_flat_at_peak_lr_is_not_a_plateau():
-    fs = plateau.detect(curves.plateau(0, onset=3000, schedule="constant"))
+    fs = plateau.detect(curves.plateau(0, onset=4500, schedule="constant"))
     assert [f.id for f in fs] == ["plateau.lr_high"]
     assert "--lr_schedule=wsd" in fs[0].recommendations
+
+
+def test_flat_for_half_the_run_at_a_constant_lr_is_a_plateau_whose_fix_is_a_cooldown():
+    """Flat for half the run at an LR the schedule never decays: more steps do not pay (a warning), and
+    the advice is still a cooldown, not a stop."""
+    fs = plateau.detect(curves.plateau(0, onset=3000, schedule="constant"))
+    assert [(f.id, f.severity) for f in fs] == [("plateau.at_peak_lr", "warning")]
+    assert "--lr_schedule=wsd" in fs[0].recommendations and "--early_stop=True" not in fs[0].recommendations
+    assert abs(fs[0].iters[0] - 3000) <= 600 and fs[0].iters[1] == 6000
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

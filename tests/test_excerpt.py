@@ -104,11 +104,18 @@ def test_grad_norm_zero_on_every_line_cannot_learn(tmp_path):
 
 
 def test_lr_zero_at_the_end_of_a_decay_to_zero_is_the_plan(tmp_path):
+    # llm.c prints lr:%.6f: '0.000000' is an LR under 5e-7, as at the end of its cosine to 0 (the
+    # tail of KellerJordan/modded-nanogpt's llmc main.log): not an exact 0, not a run that cannot learn
     lines = [f"s:{i} trl:3.2{i % 7} lr:0.000000 norm:0.22" for i in range(19550, 19560)]
     run = pasted(tmp_path, lines)
-    assert ids(excerpt.detect(run)) == ["sanity.cannot_learn"]  # nothing says where the run ends
+    assert run.rounded_zero == {"lr": 1e-6}
+    (f,) = excerpt.detect(run)
+    assert (f.id, f.severity, f.evidence["lr_rounded_zero_lines"]) == ("sanity.lr_below_print", "info", 10)
     run.config["max_iters"] = 19560
     assert excerpt.detect(run) == []
+    # the same lines printing an exact 0 ('lr:0') say nothing about where the run ends: cannot learn
+    run = pasted(tmp_path, [line.replace("lr:0.000000", "lr:0") for line in lines])
+    assert run.rounded_zero == {} and ids(excerpt.detect(run)) == ["sanity.cannot_learn"]
 
 
 def test_long_logs_are_left_to_the_history_detectors():

@@ -43,6 +43,10 @@ def nanogpt(s):
              ("dataset", "batch_size", "block_size", "gradient_accumulation_steps", "n_layer", "n_head", "n_embd",
               "dropout", "learning_rate", "max_iters", "lr_decay_iters", "min_lr", "warmup_iters", "grad_clip",
               "eval_interval", "eval_iters", "log_interval", "device", "dtype", "compile")]
+    # the schedule as the run's own command line overrode it (a constant-LR run that echoes only
+    # learning_rate / lr_decay_iters would claim nanoGPT's default cosine)
+    lines += [(f"Overriding: {k} = {c[k]}", None) for k, default in
+              (("decay_lr", True), ("lr_schedule", "cosine"), ("decay_frac", 0.2)) if c.get(k, default) != default]
     lines += [(f"tokens per iteration will be: {tokens_per_iter(s):,}", None),
               (f"found vocab_size = {s['data']['tokenizer']['vocab_size']} "
                f"(inside data/{c['dataset']}/meta.pkl)", None),

@@ -7,6 +7,8 @@ issue): what the lines themselves show, with no history and no noise model fitte
   instability.gradnorm_jump  one grad norm 100x or more above both neighbours, and far beyond every
                              other change of the grad norm in the excerpt, while the loss looks normal
   sanity.cannot_learn        learning rate exactly 0, or grad norm exactly 0, on every line: no update
+  instability.worse_than_uniform  the excerpt's median loss far above ln(vocabulary), the loss of a
+                             uniform guess (which a fresh model starts at): a run inside its divergence
 
 Longer logs are left to the history-based detectors (instability, sanity), which model the noise.
 """
@@ -33,6 +35,7 @@ def detect(run):
     if n < MIN_LINES or n > EXCERPT_MAX:
         return []
     out = cannot_learn(run)
+    out += worse_than_uniform(run)
     spike = spike_climb(run)
     out += spike
     out += gradnorm_jump(run, skip=set(spike[0].evidence["window_iters"]) if spike else set())
@@ -113,13 +116,25 @@ def spike_climb(run):
     return [_spike_finding(run, *best)]
 
 
+def _loss_spans_interval(run):
+    """Is one logged loss a mean over several steps while the grad norm is one step's? HF Trainer logs
+    the mean loss since its last log; logs whose lines are more than one iteration apart (Megatron's
+    --log-interval) average the interval too."""
+    it = run.train["iter"]
+    spaced = len(it) > 1 and float(np.median(np.diff(it))) > 1
+    return "HF Trainer" in run.format or (spaced and run.train_loss_kind != "last_microbatch")
+
+
 def _spike_finding(run, i, j, z, crit, sigma, start):
     it, loss, gn, lr = (run.train[c] for c in ("iter", "loss", "grad_norm", "lr"))
     growth = float(gn[j] / gn[i]) if np.isfinite(gn[[i, j]]).all() and gn[i] > 0 else None
     after = loss[j + 1:]
     back = np.flatnonzero(np.isfinite(after) & (after <= start + 3 * sigma))
     recovered = int(it[j + 1 + back[0]]) if len(back) else None
-    grad_flat = growth is not None and growth < 2.0
+    # a flat grad norm clears the update only when it saw the steps the loss was high on: beside a loss
+    # averaged over each logging interval, one step's grad norm per line (HF Trainer, Megatron) can miss
+    # a spike that is back within a few lines; a climb still up at the end was sampled while high
+    grad_flat = growth is not None and growth < 2.0 and (recovered is None or not _loss_spans_interval(run))
     severity = "notice" if grad_flat else "warning"
     where = f"{start:.4g} -> {loss[j]:.4g} between iterations {int(it[i])} and {int(it[j])}"
     grad = (f", grad norm x{growth:.3g}" if growth is not None else "")
@@ -199,17 +214,53 @@ def _schedule_ended(run):
     return bool(end) and len(run.train["iter"]) > 0 and run.train["iter"][0] >= 0.95 * float(end)
 
 
+LARGEST_VOCAB = 262144  # Gemma's 256k: no tokenizer in common use is larger, so ln of it bounds a uniform guess
+ABOVE_UNIFORM = 1.25    # times ln(V): a fresh model starts within a few percent of ln(V)
+
+
+def worse_than_uniform(run):
+    """A cross-entropy above ln(V) is worse than guessing every token uniformly, which is where a freshly
+    initialised model starts; a median far above it over the whole excerpt is a model thrown out by its
+    updates, with no history needed. Without the vocabulary, ln(LARGEST_VOCAB) bounds ln(V)."""
+    import math
+    v = run.train["loss"]
+    v = v[np.isfinite(v)]
+    if len(v) < MIN_LINES:
+        return []
+    vocab = run.vocab_size()
+    ceiling = math.log(vocab) if vocab else math.log(LARGEST_VOCAB)
+    level = float(np.median(v))
+    if level <= ABOVE_UNIFORM * ceiling:
+        return []
+    it = run.train["iter"]
+    basis = f"ln({vocab}) = {ceiling:.2f}" if vocab else f"ln({LARGEST_VOCAB}) = {ceiling:.2f}, above any common vocabulary's"
+    return [Finding("instability.worse_than_uniform", "critical",
+                    f"loss {level:.3g} (median of {len(v)} lines) is {level / ceiling:.1f}x the loss of a uniform "
+                    f"guess ({ceiling:.2f}): the run has diverged",
+                    f"A model that guessed every token uniformly would score {basis}; a fresh model starts "
+                    "there. A loss far above it means the updates have thrown the model to confident wrong "
+                    "predictions: a divergence, whatever came before this excerpt (or the log prints a sum "
+                    "over tokens, not a mean).",
+                    evidence={"median_loss": num(level), "ln_vocab_bound": num(ceiling), "vocab_size": vocab,
+                              "ratio": num(level / ceiling), "lines": int(len(v)),
+                              "test": f"median loss > {ABOVE_UNIFORM} x ln(vocab)"},
+                    iters=(int(it[0]), int(it[-1])),
+                    recommendations=["--learning_rate=<a tenth of now>", "--grad_clip=1.0",
+                                     "resume from a checkpoint before the loss rose"])]
+
+
 def cannot_learn(run):
     """LR exactly 0 or grad norm exactly 0 on every line that logs it: the weights cannot move."""
     it = run.train["iter"]
-    said = []
+    said, rounded = [], []
     for col, what in (("lr", "learning rate"), ("grad_norm", "grad norm")):
         v = run.train[col]
         v = v[np.isfinite(v)]
         if len(v) >= MIN_LINES and (v == 0).all() and not (col == "lr" and _schedule_ended(run)):
-            said.append((col, what, len(v)))
+            # '0.000000' is a value under half its last digit (the end of a decay to 0 prints so), not a 0
+            (rounded if col in run.rounded_zero else said).append((col, what, len(v)))
     if not said:
-        return []
+        return [below_print(run, col, what, k) for col, what, k in rounded]
     names = " and ".join(f"{what} 0" for _, what, _ in said)
     why = {"lr": "with a learning rate of 0 the optimizer's step is 0 whatever the gradient (a schedule "
                  "or config bug: warmup from 0 that never starts, a resumed scheduler, lr multiplied by 0)",
@@ -221,3 +272,17 @@ def cannot_learn(run):
                     evidence={f"{c}_zero_lines": k for c, _, k in said} | {"lines": int(len(it))},
                     iters=(int(it[0]), int(it[-1])),
                     recommendations=["check learning_rate, the LR scheduler and which parameters require grad"])]
+
+
+def below_print(run, col, what, lines):
+    """Every line prints the value as a rounded zero: it is under half the print's last digit, which a
+    schedule decaying to 0 reaches at its end; the print cannot tell that from an exact 0."""
+    res = run.rounded_zero[col]
+    it = run.train["iter"]
+    return Finding(f"sanity.{col}_below_print", "info",
+                   f"{what} printed as 0 to {res:g} on every line: below {res / 2:g}, not known to be 0",
+                   f"A fixed-point print rounds anything under {res / 2:g} to zero: at the end of a schedule that "
+                   f"decays to 0 (a cosine to min_lr 0) the {what} is that small by plan. Only an exact 0 ('0', "
+                   "'0.0') or the run's schedule would say the run cannot learn.",
+                   evidence={f"{col}_rounded_zero_lines": lines, "print_resolution": res, "lines": int(len(it))},
+                   iters=(int(it[0]), int(it[-1])))

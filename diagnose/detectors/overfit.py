@@ -91,7 +91,7 @@ def decisive_gap(run, iv, vv, se, source):
         return []
     gap = float(vv[a[-1]] - tr[b[-1]])
     gap_se = se * math.sqrt(2.0)
-    rising = len(vv) >= 2 and float(vv[-1] - vv[-2]) > -min_detectable_change(se)
+    rising = len(vv) >= 2 and float(vv[-1] - vv[-2]) > -min_detectable_change(se) and not still_falling(vv)
     if not (gap > GAP_NATS and gap > GAP_Z * gap_se):
         return []
     ev = {"gap": num(gap), "gap_se": num(gap_se), "gap_in_se": num(gap / gap_se), "val": num(vv[a[-1]]),
@@ -103,6 +103,16 @@ def decisive_gap(run, iv, vv, se, source):
                     evidence=ev, iters=(int(common[-1]), int(common[-1])),
                     recommendations=["--early_stop=True", "--dropout=0.1", "more unique data",
                                      "fewer epochs (--max_iters)"] if rising else [])]
+
+
+TREND_EVALS = 4   # the last evals whose order says 'still falling' when one difference cannot
+
+
+def still_falling(vv):
+    """Lower at each of the last TREND_EVALS evals: under flat exchangeable noise that order has chance
+    1/4! (4%), whatever the SE says; one difference between two evals is too noisy to say so. A val
+    loss still falling eval after eval is still generalising better: a gap then is not damage yet."""
+    return bool(len(vv) >= TREND_EVALS and np.all(np.diff(vv[-TREND_EVALS:]) < 0))
 
 
 def answer(run, found, se):

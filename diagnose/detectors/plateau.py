@@ -115,6 +115,17 @@ def detect(run):
             "mid-decay is not a plateau; the forecast finding says how much the rest of the decay should buy. "
             "Keep going.",
             evidence=ev, iters=region)]
+    # flat for half the run: half of the iterations done since iteration 0, not of the lines seen (an
+    # excerpt of 40 iterations late in a run is flat within noise whatever the run does)
+    run_share = (it[-1] - onset) / it[-1] if it[-1] > 0 else 0.0
+    long_flat = practical or run_share >= 0.5
+    # power: the fall before the onset must exceed the upper bound of what the flat half could hide
+    # (with noise as large as the learning seen, 'flat within noise' says nothing)
+    fall_before = float(v[0] - np.mean(v[it >= onset]))
+    ev["fall_before_onset"] = num(fall_before)
+    powered = bool(np.isfinite(drop_h) and fall_before > drop_h + 2 * drop_h_se)
+    if ratio is not None and ratio >= LR_HIGH and long_flat and powered:
+        return [at_peak_lr(name, onset, run_share, drop_h, drop_h_se, ratio, ev, region)]
     if ratio is not None and ratio >= LR_HIGH:
         return [Finding(
             "plateau.lr_high", "notice",
@@ -125,7 +136,7 @@ def detect(run):
             "Do not stop here: cool down instead.",
             evidence=ev, iters=region,
             recommendations=["--lr_schedule=wsd", "--decay_frac=0.2", "--min_lr=<learning_rate/10>"])]
-    if it[-1] - onset < SHORT * span:
+    if it[-1] - onset < SHORT * max(span, it[-1]):  # of the run, not of an excerpt's lines
         done = not run.config.get("max_iters") or finished(run)
         if ratio is not None and ratio <= LR_FLOOR and done:
             return [Finding(
@@ -145,7 +156,6 @@ def detect(run):
                         "A curve flattens as it converges; too short a stretch to call a plateau yet.",
                         evidence=ev, iters=region)]
     if ratio is None:
-        long_flat = practical or (span > 0 and (it[-1] - onset) / span >= 0.5)
         return [Finding(
             "plateau.flat", "warning" if long_flat else "notice",
             f"{name} flat since ~{int(onset)}" + (f": the last half bought {drop_h:.3f} nats" if practical
@@ -167,6 +177,23 @@ def detect(run):
         recommendations=["--early_stop=True", "more unique data (--dataset=...)",
                          "a larger model (--n_layer / --n_embd, see capacity)"]
         + ([modern_recipe_advice(run)] if modern_recipe_advice(run) else []))]
+
+
+def at_peak_lr(name, onset, share, drop_h, drop_h_se, ratio, ev, region):
+    """Flat for half the run or more (or practically flat) at an LR the schedule is not going to decay:
+    a plateau of this run as configured. A noise floor hides at most what a cooldown buys once."""
+    return Finding(
+        "plateau.at_peak_lr", "warning",
+        f"plateau at {ratio:.0%} of the peak LR: {name} flat within noise since ~{int(onset)} ({share:.0%} of "
+        f"the run), the last half bought {drop_h:.3f} +- {drop_h_se:.3f} nats",
+        f"The loss has not fallen beyond noise for {share:.0%} of the run (or its last half bought under "
+        f"{MATERIAL_GAIN} nats even at the upper bound), and the schedule does not decay the LR: more steps "
+        "of this run as configured will not pay. A cooldown (decaying the LR) removes the step-size noise "
+        "floor and buys a little once; beyond that the model's capacity or the data is the limit (see "
+        "capacity.*, data.repetition).",
+        evidence=ev, iters=region,
+        recommendations=["--lr_schedule=wsd", "--decay_frac=0.2", "a larger model (--n_layer / --n_embd)",
+                         "more unique data (--dataset=...)"])
 
 
 def creep(run, it, v, se, name):

@@ -92,9 +92,12 @@ def nonfinite(run):
     fp16 = str(run.config.get("dtype") or run.system.get("dtype") or "") == "float16" \
         or np.isfinite(run.train["grad_scale"]).any()
     name = "train loss" if np.isfinite(run.train["loss"]).any() else "val loss"
-    loss = _first_nonfinite(*(_raw(run.train, "loss") if name == "train loss" else _raw(run.eval, "val_loss")))
+    col = "loss" if name == "train loss" else "val_loss"
+    loss = _first_nonfinite(*_raw(run.train if name == "train loss" else run.eval, col),
+                            printed=run.nonfinite_printed.get(col, 0))
     # fp16 overflows give an infinite grad norm by design: the scaler skips those steps (see loss_scale)
-    grad = None if fp16 else _first_nonfinite(*_raw(run.train, "grad_norm"))
+    grad = None if fp16 else _first_nonfinite(*_raw(run.train, "grad_norm"),
+                                              printed=run.nonfinite_printed.get("grad_norm", 0))
     skipped = [e for e in run.events if e.get("event") == "warning" and e.get("id") == "nonfinite"]
     ends = [e for e in run.events if e.get("event") == "end"]
     stopped = bool(ends) and ends[-1].get("reason") == "nonfinite"
@@ -109,8 +112,8 @@ def nonfinite(run):
                                                           int(run.last_iter())),
                         recommendations=["--learning_rate=<a tenth of now>", "--grad_clip=1.0",
                                          "--dtype=bfloat16 (or float32) if it was float16"])]
-    if loss is None and grad is None and not skipped and not stopped:
-        return []
+    if loss is None and not skipped and not stopped:
+        return nonfinite_grad_norm(run, fp16)   # the loss stayed finite: only the norm is not
     if loss is None and grad is not None:
         name = "grad norm"
     first, count, recovered, before, it = loss or grad or (None, 0, None, np.array([]), np.array([]))
@@ -150,6 +153,52 @@ def nonfinite(run):
     return [Finding("sanity.nonfinite", "critical", title, expl, evidence=ev, iters=iters, recommendations=recs)]
 
 
+MOSTLY = 0.5   # non-finite on at least this share of the logged steps: not an isolated skipped step
+
+
+def nonfinite_grad_norm(run, fp16):
+    """A grad norm that is NaN/Inf while the loss stays finite. An isolated one is a step the fp16 scaler
+    (or the trainer) skipped: a notice, silent in fp16 where overflows are how the scaler probes. On most
+    steps, or on every step to the end, nothing is learning: the norm overflows (fp16, or a reduction in
+    half precision), or the clipping is applied to a non-finite norm, which turns every update into NaN or
+    a skip. A norm printed as NaN on every line has no finite value at all: the parser's count says so."""
+    it, g = _raw(run.train, "grad_norm")
+    rows = len(run.train["loss"])
+    found = _first_nonfinite(it, g)
+    printed = run.nonfinite_printed.get("grad_norm", 0)
+    if found is not None:
+        first, count, recovered = found[0], found[1], found[2]
+    elif rows and not np.isfinite(g).any() and printed >= 3:
+        first, count, recovered = int(it[0]), printed, False
+    else:
+        return []
+    share = count / max(rows, 1)
+    tail = bool(len(g) >= 3 and not np.isfinite(g[-3:]).any())
+    mostly = share >= MOSTLY or (tail and not recovered)
+    if fp16 and not mostly:
+        return []
+    ev = {"first_iter": first, "count": count, "logged_steps": rows, "share": num(share),
+          "recovered": recovered, "every_step": bool(count >= rows), "fp16": fp16,
+          "test": f"grad norm NaN/Inf on >= {MOSTLY:.0%} of the logged steps, or on the last 3 without recovering"}
+    if not mostly:
+        return [Finding("sanity.nonfinite_grad_norm", "notice",
+                        f"grad norm NaN/Inf on {count} of {rows} logged steps (from iteration {first}); the loss stayed finite",
+                        "An isolated non-finite grad norm with a finite loss after it is a step whose update was "
+                        "skipped (a loss scaler's overflow, a trainer's NaN guard): harmless once in a while.",
+                        evidence=ev, iters=(first, first))]
+    last = run.last_iter()
+    return [Finding("sanity.nonfinite_grad_norm", "warning",
+                    f"grad norm NaN/Inf on {count} of {rows} logged steps" +
+                    (" (every one)" if count >= rows else f" from iteration {first}") + " while the loss is finite",
+                    "A finite loss with a non-finite gradient norm on most steps means the backward pass "
+                    "overflows: in float16 the norm (or a reduction done in half precision) exceeds 65504, and "
+                    "a clip of a non-finite norm scales every gradient to NaN, so the updates are skipped or "
+                    "poison the weights. Either way the steps are not training the model.",
+                    evidence=ev, iters=(first, int(last if last is not None else first)),
+                    recommendations=["--dtype=bfloat16 (or float32)", "--learning_rate=<a tenth of now>",
+                                     "check the loss scaler: a scale that keeps halving never recovers"])]
+
+
 def _last_finite_loss(run, first):
     it, v = train_series(run)
     if len(v) == 0:
@@ -158,15 +207,17 @@ def _last_finite_loss(run, first):
     return num(v[keep][-1]) if keep.any() else None
 
 
-def _first_nonfinite(it, v):
+def _first_nonfinite(it, v, printed=0):
     """(first iter, count, recovered, finite values before it, iters) of NaN/Inf after the first
     finite value, or None. NaN before any finite value (or everywhere) means 'not logged', and
-    so does NaN in a column logged on under half the rows; Inf is always a real value."""
+    so does NaN in a column logged on under half the rows, unless the log printed that many NaNs
+    (`printed`, Run.nonfinite_printed: a run that went NaN early and stayed so); Inf is always real."""
     fin = np.isfinite(v)
     if len(v) == 0 or not fin.any():
         return None
     start = int(np.argmax(fin))
-    bad = np.isinf(v) | (np.isnan(v) if (~np.isnan(v)).mean() >= 0.5 else False)
+    real_nan = (~np.isnan(v)).mean() >= 0.5 or printed >= np.isnan(v[start:]).sum() > 0
+    bad = np.isinf(v) | (np.isnan(v) if real_nan else False)
     bad[:start] = False
     if not bad.any():
         return None

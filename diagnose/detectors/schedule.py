@@ -12,7 +12,8 @@ def detect(run):
     c = run.config
     if not schedule_known(run):
         return [Finding("lr.schedule_unknown", "info", "LR schedule unknown",
-                        "The schedule checks and the forecast need the config.", missing=missing("config"))]
+                        "The schedule checks and the forecast need the config.", missing=missing("config"))] \
+            + logged_peak(run) + logged_decay_beyond_end(run)
     out = []
     lr, min_lr = float(c["learning_rate"]), float(c["min_lr"])
     warm, decay, max_iters = int(c["warmup_iters"]), int(c["lr_decay_iters"]), int(c["max_iters"])
@@ -106,3 +107,70 @@ def peak_lr(lr, n):
                         f"{basis}; a much lower LR than that wastes steps.",
                         evidence=ev, recommendations=[f"--learning_rate={fix:.0e}"])]
     return []
+
+
+UNDECAYED = 0.9     # the LR at the end still above this share of its peak: the decay has barely begun
+CUT_OFF = 1.5       # a decay planned to end beyond this many times the run's end is cut off
+
+
+def _logged_from_start(run):
+    """(iters, logged LR) when the log covers the run from its start and the LR has passed its peak
+    (so its maximum is the peak); else None. An excerpt from mid-run shows a decayed LR, not the peak."""
+    it, lr = train_series(run, "lr")
+    if len(lr) < 10 or not np.all(np.isfinite(lr)) or it[0] > 0.05 * max(it[-1], 1):
+        return None
+    if int(np.argmax(lr)) >= len(lr) - 5:
+        return None
+    return it, lr
+
+
+def logged_peak(run):
+    """Without the config: the peak of the logged LR against the model size, when the log says the size."""
+    n, seen = params(run), _logged_from_start(run)
+    if not n or seen is None:
+        return []
+    out = peak_lr(float(np.max(seen[1])), n)
+    for f in out:
+        f.evidence["source"] = "logged lr"
+        f.missing = missing("config")
+    return out
+
+
+def logged_decay_beyond_end(run):
+    """Without the config: a logged LR that has begun to fall after its peak (so it is a decaying
+    schedule, not a constant one) but ends above UNDECAYED of the peak. Reading the fall as a cosine
+    from the peak to min_lr gives the planned length of the decay; well beyond the run's end (max_iters
+    when the log says it, else the last logged iteration) the final anneal never happens."""
+    seen = _logged_from_start(run)
+    if seen is None:
+        return []   # only a log seen from its start shows the peak
+    it, lr = seen
+    k = int(np.argmax(lr))
+    peak, end = float(lr[k]), float(np.median(lr[-3:]))
+    ratio = end / peak if peak > 0 else 1.0
+    if not (UNDECAYED < ratio < 0.999) or k >= len(lr) - 5 or np.any(np.diff(lr[k:]) > 1e-3 * peak):
+        return []   # decayed, constant, still warming up, or not a monotone decay
+    last = int(it[-1])
+    planned_end = int(run.config["max_iters"]) if run.config.get("max_iters") else last
+    # cosine to min_lr = m x peak: ratio = m + (1 - m) (1 + cos(pi x)) / 2, x = share of the decay done
+    spans = {}
+    for m in (0.0, 0.1):
+        x = float(np.arccos(np.clip(2 * (ratio - m) / (1 - m) - 1, -1, 1)) / np.pi)
+        spans[m] = int(it[k] + (last - it[k]) / max(x, 1e-9))
+    decay_end = min(spans.values())
+    if decay_end <= CUT_OFF * planned_end:
+        return []
+    at_end = "the run's planned end" if run.config.get("max_iters") else "the last logged iteration"
+    return [Finding("lr.decay_beyond_end", "notice",
+                    f"the logged LR is still {ratio:.0%} of its peak at iteration {last}: its decay is planned to "
+                    f"end near iteration ~{decay_end}, far beyond {at_end} ({planned_end})",
+                    f"The LR fell from {peak:.3g} (iteration {int(it[k])}) to {end:.3g} and falls every step, so "
+                    f"the schedule decays; read as a cosine to min_lr = 0-10% of the peak, that fall is "
+                    f"{1 - ratio:.1%} of the way down, which puts the decay's end at iterations {spans[0.1]}-"
+                    f"{spans[0.0]}. A cosine cut off this early never gives the final anneal that buys the "
+                    "last few hundredths of a nat.",
+                    evidence={"lr_peak": num(peak, 8), "lr_end": num(end, 8), "lr_ratio": num(ratio),
+                              "peak_iter": int(it[k]), "last_iter": last, "planned_end": planned_end,
+                              "decay_end_estimate": [spans[0.1], spans[0.0]], "source": "logged lr"},
+                    recommendations=[f"--lr_decay_iters={planned_end} (the decay ends with the run)"],
+                    missing=missing("config"))]
