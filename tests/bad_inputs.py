@@ -4,13 +4,55 @@ damaged and foreign files, the cases over train.py, prepare.py, sample.py and di
 command line and the words its one error line must hold), and a runner that runs most of them
 in this process.
 """
+import hashlib
 import json
 import os
 import shutil
 
-from fault_helpers import (ROOT, TINY, craft_malicious_checkpoint, error_problems, flip_bit, generated_texts,
-                           has_traceback, make_dataset, run_case_subprocess, run_in_process, tensor_data_offset,
-                           truncate, write_parquet)
+from fault_helpers import ROOT, TINY, error_problems, has_traceback, make_dataset, run_case_subprocess, run_in_process
+from prepare_kill import generated_texts, write_parquet
+
+
+def truncate(path, fraction):
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.truncate(int(size * fraction))
+
+
+def flip_bit(path, offset, bit=0):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)[0]
+        f.seek(offset)
+        f.write(bytes([byte ^ (1 << bit)]))
+
+
+def tensor_data_offset(path):
+    """Byte offset of the first tensor's data inside a torch zip checkpoint."""
+    import zipfile
+    with zipfile.ZipFile(path) as z:
+        info = next(i for i in z.infolist() if "/data/" in i.filename)
+    with open(path, "rb") as f:  # the local header: 30 bytes + name + extra field, then the data
+        f.seek(info.header_offset + 26)
+        name_len, extra_len = int.from_bytes(f.read(2), "little"), int.from_bytes(f.read(2), "little")
+    return info.header_offset + 30 + name_len + extra_len
+
+
+class _Payload:
+    """Unpickling this object calls open(marker, 'w'): code run by merely loading a file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def craft_malicious_checkpoint(path, marker):
+    """A torch checkpoint that creates `marker` when unpickled without weights_only."""
+    import torch
+    torch.save({"model": _Payload(marker), "model_args": {}, "iter_num": 0}, path)
+    return path
 
 
 # copies of a good ckpt.pt, damaged: truncated to a percentage, or one bit flipped in each part
@@ -157,6 +199,28 @@ def write_llmc_shards(folder, damage):
             f.write(header.tobytes() + (np.arange(n) % 50257).astype(np.uint16).tobytes())
     if damage == "short":
         truncate(os.path.join(folder, "fineweb_val_000000.bin"), 0.1)
+
+
+# folders whose content the programs may change (the runs that must succeed, or are refused only
+# after they started writing)
+MAY_CHANGE = ("out_train", "out_train_fsize", "run_fsize", "out_prepare", "out_prepare_fsize", "run_good",
+              "run_nanogpt")
+
+
+def snapshot(ws):
+    """{path under ws: sha256} of every file the cases must leave as it was."""
+    sums = {}
+    for folder, _, files in os.walk(ws):
+        if os.path.relpath(folder, ws).split(os.sep)[0] in MAY_CHANGE:
+            continue
+        for name in files:
+            with open(os.path.join(folder, name), "rb") as f:
+                sums[os.path.relpath(os.path.join(folder, name), ws)] = hashlib.sha256(f.read()).hexdigest()
+    return sums
+
+
+def changed_files(before, after):
+    return [k for k in before if after.get(k) != before[k]]
 
 
 def _case(cid, program, argv, must, ok=False):

@@ -7,7 +7,6 @@ never runs it.
 Cases marked xfail(strict=True) are bugs found by this suite (the reason says where the fix
 belongs): they flip to failures, on purpose, once fixed, so the mark is removed with the fix.
 """
-import hashlib
 import os
 
 import pytest
@@ -16,21 +15,6 @@ import bad_inputs as bi
 import fault_helpers as fh
 
 BUGS = {}  # case id -> where the fix belongs, for bad-input cases found failing (none open)
-# folders whose content the programs may change (the runs that must succeed, or are refused only
-# after they started writing)
-MAY_CHANGE = ("out_train", "out_train_fsize", "run_fsize", "out_prepare", "out_prepare_fsize", "run_good",
-              "run_nanogpt")
-
-
-def _snapshot(ws):
-    sums = {}
-    for folder, _, files in os.walk(ws):
-        if os.path.relpath(folder, ws).split(os.sep)[0] in MAY_CHANGE:
-            continue
-        for name in files:
-            with open(os.path.join(folder, name), "rb") as f:
-                sums[os.path.relpath(os.path.join(folder, name), ws)] = hashlib.sha256(f.read()).hexdigest()
-    return sums
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +22,9 @@ def table(fault_lab):
     ws = str(fault_lab["root"] / "ws")
     bi.build_workspace(ws, os.path.join(fault_lab["ref_dir"], "ckpt.pt"))
     cases = bi.bad_input_cases(ws)
-    before = _snapshot(ws)
+    before = bi.snapshot(ws)
     results = bi.run_cases([bi.case_to_run(c, ws) for c in cases])
-    return {"ws": ws, "before": before, "after": _snapshot(ws),
+    return {"ws": ws, "before": before, "after": bi.snapshot(ws),
             "results": {c["id"]: (c, r) for c, r in zip(cases, results)}}
 
 
@@ -64,8 +48,7 @@ def test_bad_input_gets_one_clear_line(table, cid):
 
 
 def test_damaged_files_are_refused_and_left_as_they_were(table):
-    changed = [k for k in table["before"] if table["after"].get(k) != table["before"][k]]
-    assert changed == []
+    assert bi.changed_files(table["before"], table["after"]) == []
     assert not os.path.exists(os.path.join(table["ws"], "run_trunc60", "metrics.jsonl"))
     assert not os.path.exists(os.path.join(table["ws"], "data_badsize", "train.bin.tmp"))
     # a run refused for its dataset wrote nothing, not even its run folder
@@ -84,5 +67,5 @@ def test_a_checkpoint_crafted_to_run_code_never_runs_it(table):
     # and the payload is real: a plain unpickling does run it
     import torch
     marker = os.path.join(table["ws"], "PWNED-control")
-    torch.load(fh.craft_malicious_checkpoint(os.path.join(table["ws"], "control.pt"), marker), weights_only=False)
+    torch.load(bi.craft_malicious_checkpoint(os.path.join(table["ws"], "control.pt"), marker), weights_only=False)
     assert os.path.exists(marker)

@@ -3,18 +3,18 @@ The faults that need a real process boundary, end to end (bench/faults.py runs m
 counts): a train.py killed -9 in a step or inside a checkpoint write resumes to the same weights
 bit for bit and loses at most the iterations since its last checkpoint; Ctrl-C during start-up
 gives one line, never a traceback; a prepare.py killed -9 never leaves meta.json beside
-unfinished data, nor its worker processes. The faults that a defined point in this process can
+unfinished data (nor its worker processes: tests/test_prepare.py). The faults that a defined point in this process can
 cause are in test_fault_stages.py; bad input and damaged files in test_bad_input.py.
 """
 import os
 import signal
-import subprocess
 import time
 
 import numpy as np
 import pytest
 
 import fault_helpers as fh
+import prepare_kill as pk
 
 MAX_ITERS, EVAL_INTERVAL = 40, 10
 
@@ -48,38 +48,14 @@ def test_ctrl_c_during_startup_gives_one_line_and_no_traceback(fault_lab, delay)
 @pytest.fixture(scope="module")
 def prep(fault_lab):
     root = fault_lab["root"]
-    parquet = fh.write_parquet(str(root / "docs.parquet"), fh.generated_texts(8000, seed=1))
+    parquet = pk.write_parquet(str(root / "docs.parquet"), pk.generated_texts(8000, seed=1))
     ref = str(root / "prep-ref")
-    assert fh.run([fh.PY] + fh.prepare_args(parquet, ref)).returncode == 0
+    assert fh.run([fh.PY] + pk.prepare_args(parquet, ref)).returncode == 0
     return parquet, ref
 
 
 def test_killed_preparation_leaves_no_meta_and_reruns_byte_for_byte(prep, fault_lab):
     parquet, ref = prep
-    r = fh.prepare_kill_trial(parquet, str(fault_lab["root"] / "prep-kill"), ref, np.random.default_rng(0),
+    r = pk.prepare_kill_trial(parquet, str(fault_lab["root"] / "prep-kill"), ref, np.random.default_rng(0),
                               1.0, aim="finish")
     assert r["inconsistent"] == [] and r["problems"] == [] and r["tracebacks"] == 0, r
-
-
-def test_killed_preparation_leaves_no_worker_processes(prep, fault_lab):
-    parquet, _ = prep
-    out = str(fault_lab["root"] / "prep-orphans")
-    proc = subprocess.Popen([fh.PY] + fh.prepare_args(parquet, out), cwd=fh.ROOT, env=fh.ENV,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    tmp = os.path.join(out, "train.bin.tmp")
-    deadline = time.time() + 60
-    while proc.poll() is None and time.time() < deadline and not (os.path.exists(tmp) and os.path.getsize(tmp)):
-        pass
-    workers = fh.children_of(proc.pid)
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    if not workers:
-        pytest.skip("the kill did not land while the workers were running")
-    deadline = time.time() + 5  # they look for their parent once a second
-    while time.time() < deadline and any(fh.alive(p) for p in workers):
-        time.sleep(0.05)
-    left = [p for p in workers if fh.alive(p)]
-    for p in left:
-        os.kill(p, signal.SIGKILL)
-    assert left == []
