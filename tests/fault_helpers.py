@@ -302,15 +302,16 @@ def resume_problems(args, out_dir, ref):
     from the reference run or is inconsistent. Returns (problems, inconsistent, tracebacks)."""
     mode = "resume" if os.path.exists(os.path.join(out_dir, "ckpt.pt")) else "scratch"
     r = train_here(list(args) + [f"--init_from={mode}"])
+    tracebacks = int(has_traceback(r["stderr"]))
     if r["rc"] != 0:
-        return [f"the {mode} run failed ({r['rc']}): {first_error_line(r['stderr'])}"], [], int(has_traceback(r["stderr"]))
+        return [f"the {mode} run failed ({r['rc']}): {first_error_line(r['stderr'])}"], [], tracebacks
     problems = []
     for name in ("ckpt.pt", "best.pt"):
         diff = state_differences(load_checkpoint(os.path.join(out_dir, name)), ref[name])
         if diff:
             problems.append(f"{name} after resuming differs from the uninterrupted run: "
                             f"{', '.join(diff[:4])}{' ...' if len(diff) > 4 else ''}")
-    return problems, checkpoint_problems(out_dir) + metrics_problems(out_dir), int(has_traceback(r["stderr"]))
+    return problems, checkpoint_problems(out_dir) + metrics_problems(out_dir), tracebacks
 
 
 def _aim(w, out_dir, rng, phase, max_iters, eval_interval, eval_iters):
@@ -417,7 +418,7 @@ def nonfinite_trial(data_dir, out_dir, spec, max_bad_steps=10, max_iters=40, eva
     return {"rc": r["rc"], "stderr": r["stderr"], "stdout": r["stdout"],
             "bad_steps": end[-1]["stats"]["bad_steps"] if end else None,
             "reason": end[-1]["reason"] if end else None,
-            "warned_iters": sorted({x["iter"] for x in records if x["event"] == "warning" and x.get("id") == "nonfinite"}),
+            "warned_iters": sorted({x["iter"] for x in records if x.get("id") == "nonfinite"}),
             "checkpoint_iters": [x["iter"] for x in records if x["event"] == "checkpoint"],
             "ckpt_iter": load_checkpoint(os.path.join(out_dir, "ckpt.pt"))["iter_num"],
             "problems": checkpoint_problems(out_dir) + metrics_problems(out_dir),

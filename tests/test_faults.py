@@ -6,7 +6,6 @@ gives one line, never a traceback; a prepare.py killed -9 never leaves meta.json
 unfinished data (nor its worker processes: tests/test_prepare.py). The faults that a defined point in this process can
 cause are in test_fault_stages.py; bad input and damaged files in test_bad_input.py.
 """
-import os
 import signal
 import time
 
