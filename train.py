@@ -16,24 +16,27 @@ optimizer), train_step, evaluation, run_state (checkpoint save and restore), sto
 metrics_log.
 """
 import os
-import signal
 import sys
 import time
 
 
-def quit_during_startup(signum, frame):
+def quit_during_startup(signum, frame, name=None):
     """Ctrl-C / SIGTERM before the training loop: leave at once. A KeyboardInterrupt raised inside
     an import (torch's, or numpy's lazy submodules) can leave a half-imported module behind that
     fails later with an unrelated traceback; nothing worth saving exists yet. The training loop
     installs its own handler (save a checkpoint, then exit)."""
-    sys.stderr.write(f"interrupted by {signal.Signals(signum).name} before training started\n")
+    sys.stderr.write(f"interrupted by {name or signal.Signals(signum).name} before training started\n")
     sys.stderr.flush()
     os._exit(130)
 
 
 if __name__ == '__main__':  # (an import, as the tests do, leaves the caller's handlers alone)
-    signal.signal(signal.SIGINT, quit_during_startup)
-    signal.signal(signal.SIGTERM, quit_during_startup)
+    try:  # importing signal takes milliseconds (enum, functools): a Ctrl-C meanwhile is the same line
+        import signal
+        signal.signal(signal.SIGINT, quit_during_startup)
+        signal.signal(signal.SIGTERM, quit_during_startup)
+    except KeyboardInterrupt:
+        quit_during_startup(None, None, name='SIGINT')
 
 _before_defaults = set(globals())
 # -----------------------------------------------------------------------------

@@ -29,7 +29,9 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
+import bad_inputs as bi  # noqa: E402
 import fault_helpers as fh  # noqa: E402
+import prepare_kill as pk  # noqa: E402
 
 MAX_ITERS, EVAL_INTERVAL = 40, 10
 EVAL_ITERS = 40  # an eval of ~0.1 s, so that the kills aimed at it land inside it
@@ -117,24 +119,15 @@ def torn_line_trial(work, data, ref, rng):
     """A stop at a random step, the last metrics.jsonl record cut in half (what a power cut can
     leave), then a resume: the resumed run's records must all stay readable."""
     out = os.path.join(work, "torn")
-    shutil.rmtree(out, ignore_errors=True)
     args = fh.tiny_train_args(data, out, MAX_ITERS, EVAL_INTERVAL, EVAL_ITERS)
-    k = int(rng.integers(5, MAX_ITERS - 5))
-    p = fh.train(args + [f"--fault_inject=sigterm@{k}"])
-    path = os.path.join(out, "metrics.jsonl")
-    with open(path, "rb") as f:
-        size = len(f.read())
-    with open(path, "r+b") as f:
-        f.truncate(size - int(rng.integers(10, 40)))
-    r = fh.train(args + ["--init_from=resume"])
+    p, r, _, _ = fh.torn_line_trial(args, out, int(rng.integers(5, MAX_ITERS - 5)), int(rng.integers(10, 40)))
     problems = fh.metrics_problems(out)
-    if p.returncode or r.returncode:
-        problems.append(f"exit {p.returncode}/{r.returncode}: {fh.first_error_line(r.stderr)}")
-    diff = fh.state_differences(fh.load_checkpoint(os.path.join(out, "ckpt.pt")), ref["ckpt.pt"])
-    if diff:
+    if p["rc"] or r["rc"]:
+        problems.append(f"exit {p['rc']}/{r['rc']}: {fh.first_error_line(r['stderr'])}")
+    elif fh.state_differences(fh.load_checkpoint(os.path.join(out, "ckpt.pt")), ref["ckpt.pt"]):
         problems.append("the resumed weights differ from the uninterrupted run")
     return {"survived": not problems, "inconsistent": problems, "lost": 0,
-            "tracebacks": int(fh.has_traceback(p.stderr + r.stderr))}
+            "tracebacks": int(fh.has_traceback(p["stderr"] + r["stderr"]))}
 
 
 def nonfinite_faults(table, work, data, rng, n):
@@ -169,16 +162,16 @@ def nonfinite_faults(table, work, data, rng, n):
 
 
 def prepare_faults(table, work, rng, n, n_docs):
-    parquet = fh.write_parquet(os.path.join(work, "docs.parquet"), fh.generated_texts(n_docs, seed=1))
+    parquet = pk.write_parquet(os.path.join(work, "docs.parquet"), pk.generated_texts(n_docs, seed=1))
     ref = os.path.join(work, "prep-ref")
     t0 = time.time()
-    assert fh.run([fh.PY] + fh.prepare_args(parquet, ref)).returncode == 0
+    assert fh.run([fh.PY] + pk.prepare_args(parquet, ref)).returncode == 0
     duration = time.time() - t0
     print(f"  (the uninterrupted preparation of {os.path.getsize(parquet) / 1e6:.0f} MB of parquet "
           f"takes {duration:.1f} s)", flush=True)
-    trials = [fh.prepare_kill_trial(parquet, os.path.join(work, "prep"), ref, rng, duration * 1.1)
+    trials = [pk.prepare_kill_trial(parquet, os.path.join(work, "prep"), ref, rng, duration * 1.1)
               for _ in range(n)]
-    trials += [fh.prepare_kill_trial(parquet, os.path.join(work, "prep"), ref, rng, duration, aim="finish")
+    trials += [pk.prepare_kill_trial(parquet, os.path.join(work, "prep"), ref, rng, duration, aim="finish")
                for _ in range(max(2, n // 3))]
     for t in trials:
         t["left"] = t["orphans"]
@@ -186,103 +179,40 @@ def prepare_faults(table, work, rng, n, n_docs):
         table.add(f"prepare kill -9: {where}", [t for t in trials if t["landed"] == where])
 
 
-def file_faults(table, work, data, ref_dir, real):
-    """Damaged checkpoints and datasets, a malicious checkpoint: one line naming the file, and
-    nothing overwritten."""
-    import hashlib
-    import torch
-
-    def digest(folder):
-        return {n: hashlib.sha256(open(os.path.join(folder, n), "rb").read()).hexdigest()
-                for n in sorted(os.listdir(folder))}
-
-    good = os.path.join(ref_dir, "ckpt.pt")
-    damaged = []  # (name, prepare(folder), program argv, words the error must name)
-    for frac in (0.0, 0.1, 0.5, 0.9, 0.999):
-        damaged.append((f"ckpt.pt truncated to {frac:.1%}", lambda p, f=frac: fh.truncate(p, f)))
-    off = fh.tensor_data_offset(good)
-    size = os.path.getsize(good)
-    for where, offset in (("zip header", 2), ("pickle", 300), ("tensor data", off + 1000),
-                          ("tensor data", off + 20000), ("zip directory", size - 200)):
-        damaged.append((f"ckpt.pt bit flipped in {where}", lambda p, o=offset: fh.flip_bit(p, o, 5)))
-    trials = []
-    for name, damage in damaged:
-        run = os.path.join(work, "damaged")
-        shutil.rmtree(run, ignore_errors=True)
-        os.makedirs(run)
-        shutil.copy(good, os.path.join(run, "ckpt.pt"))
-        damage(os.path.join(run, "ckpt.pt"))
-        before = digest(run)
-        args = fh.tiny_train_args(data, run, MAX_ITERS + 5, EVAL_INTERVAL) + ["--init_from=resume"]
-        r = fh.train(args)
-        why = [f"{name}: {p}" for p in fh.error_problems(r.returncode, r.stdout, r.stderr, ["ckpt.pt"])]
-        if digest(run) != before:
-            why.append(f"{name}: the run folder was changed")
-        trials.append({"survived": not why, "why": "; ".join(why), "tracebacks": int(fh.has_traceback(r.stderr)),
-                       "inconsistent": [f"{name}: resumed from a damaged checkpoint"] if r.returncode == 0 else []})
-    table.add("damaged ckpt.pt, resumed", trials)
-
-    trials = []
-    for name, change in (("train.bin shorter than meta.json says", "size"),
-                         ("meta.json with dtype float32", "dtype"), ("val.bin missing", "val")):
-        folder = os.path.join(work, "baddata")
-        shutil.rmtree(folder, ignore_errors=True)
-        shutil.copytree(data, folder)
-        if change == "size":
-            fh.truncate(os.path.join(folder, "train.bin"), 0.7)
-        elif change == "dtype":
-            text = open(os.path.join(folder, "meta.json")).read().replace('"uint16"', '"float32"')
-            open(os.path.join(folder, "meta.json"), "w").write(text)
-        else:
-            os.remove(os.path.join(folder, "val.bin"))
-        before = digest(folder)
-        out = os.path.join(work, "baddata-run")
-        shutil.rmtree(out, ignore_errors=True)
-        r = fh.train(fh.tiny_train_args(folder, out))
-        must = {"size": ["train.bin", "--force"], "dtype": ["meta.json", "--force"], "val": ["val.bin", "--force"]}
-        why = [f"{name}: {p}" for p in fh.error_problems(r.returncode, r.stdout, r.stderr, must[change])]
-        if digest(folder) != before or os.path.exists(out):
-            why.append(f"{name}: files were written")
-        trials.append({"survived": not why, "why": "; ".join(why), "tracebacks": int(fh.has_traceback(r.stderr))})
-    table.add("damaged dataset, trained on", trials)
-
-    evil = os.path.join(work, "evil")
-    shutil.rmtree(evil, ignore_errors=True)
-    os.makedirs(evil)
-    marker = os.path.join(work, "PWNED")
-    fh.craft_malicious_checkpoint(os.path.join(evil, "ckpt.pt"), marker)
-    shutil.copy(os.path.join(evil, "ckpt.pt"), os.path.join(evil, "best.pt"))
-    trials = []
-    for prog, argv in (("train.py", ["train.py"] + fh.tiny_train_args(data, evil) + ["--init_from=resume"]),
-                       ("sample.py", ["sample.py", f"--out_dir={evil}", "--device=cpu"]),
-                       ("diagnose", ["-m", "diagnose", os.path.join(evil, "ckpt.pt")])):
-        r = fh.run_case_subprocess({"argv": argv})
-        why = [f"{prog}: {p}" for p in fh.error_problems(r["rc"], r["stdout"], r["stderr"], ["ckpt.pt" if prog != "sample.py" else "best.pt"])]
-        if os.path.exists(marker):
-            why.append(f"{prog}: THE PAYLOAD RAN (marker file created)")
-            os.remove(marker)
-        trials.append({"survived": not why, "why": "; ".join(why), "tracebacks": int(fh.has_traceback(r["stderr"]))})
-    torch.load(os.path.join(evil, "ckpt.pt"), weights_only=False)  # the control: the payload is real
-    assert os.path.exists(marker), "the crafted checkpoint does not run its payload when unpickled"
-    table.add("checkpoint crafted to run code on load", trials)
+def row_of(case):
+    """The table row of a bad-input case."""
+    if case["id"].startswith("train-resume-damaged-"):
+        return "damaged ckpt.pt, resumed"
+    if case["id"].endswith("-malicious"):
+        return "checkpoint crafted to run code on load"
+    return f"bad input: {case['program']}"
 
 
 def bad_input(table, work, ref_dir, real):
+    """The bad-input table (tests/bad_inputs.py): one line naming the problem and the fix, every
+    damaged file left as it was, a crafted checkpoint's code never run."""
     ws = os.path.join(work, "ws")
     shutil.rmtree(ws, ignore_errors=True)
-    fh.build_workspace(ws, os.path.join(ref_dir, "ckpt.pt"))
-    cases = fh.bad_input_cases(ws)
-    runs = [fh.case_to_run(c, ws) for c in cases]
-    results = fh.run_cases(runs, real_processes=real)
-    for program in ("train", "prepare", "sample", "diagnose"):
-        trials = []
-        for c, r in zip(cases, results):
-            if c["program"] != program:
-                continue
-            problems = fh.case_problems(c, r)
-            trials.append({"survived": not problems, "tracebacks": int(fh.has_traceback(r["stderr"])),
-                           "why": f"{c['id']}: {', '.join(problems)} -- {fh.first_error_line(r['stderr'])[:160]}"})
-        table.add(f"bad input: {program}", trials)
+    bi.build_workspace(ws, os.path.join(ref_dir, "ckpt.pt"))
+    cases = bi.bad_input_cases(ws)
+    before = bi.snapshot(ws)
+    results = bi.run_cases([bi.case_to_run(c, ws) for c in cases], real_processes=real)
+    rows = {}
+    for c, r in zip(cases, results):
+        problems = bi.case_problems(c, r)
+        rows.setdefault(row_of(c), []).append(
+            {"survived": not problems, "tracebacks": int(fh.has_traceback(r["stderr"])),
+             "why": f"{c['id']}: {', '.join(problems)} -- {fh.first_error_line(r['stderr'])[:160]}"})
+    marker = os.path.join(ws, "PWNED")
+    if os.path.exists(marker):
+        rows["checkpoint crafted to run code on load"].append({"survived": False, "why": "THE PAYLOAD RAN"})
+    import torch
+    torch.load(os.path.join(ws, "run_evil", "ckpt.pt"), weights_only=False)  # the control: the payload is real
+    assert os.path.exists(marker), "the crafted checkpoint does not run its payload when unpickled"
+    changed = bi.changed_files(before, bi.snapshot(ws))
+    for name, trials in rows.items():
+        table.add(name, trials)
+    table.add("damaged files left as they were", [{"survived": not changed, "why": f"changed: {', '.join(changed)}"}])
 
 
 def main():
@@ -312,7 +242,6 @@ def main():
     training_faults(table, work, data, ref, rng, args.kill_trials)
     nonfinite_faults(table, work, data, rng, args.nonfinite_trials)
     prepare_faults(table, work, rng, args.prepare_trials, args.prepare_docs)
-    file_faults(table, work, data, ref_dir, args.real_processes)
     bad_input(table, work, ref_dir, args.real_processes)
     print()
     table.print()

@@ -30,3 +30,17 @@ def small_filesystem(tmp_path):
     yield mount
     for point in mounts:
         subprocess.run(["umount", str(point)], check=False)
+
+
+# the fault suite's tiny dataset and uninterrupted reference run (tests/test_faults.py,
+# test_fault_stages.py, test_bad_input.py)
+@pytest.fixture(scope="session")
+def fault_lab(tmp_path_factory):
+    """{root, data, ref (its final ckpt.pt and best.pt, loaded), ref_dir}: 40 iterations, an eval
+    and a checkpoint every 10."""
+    import fault_helpers as fh
+    root = tmp_path_factory.mktemp("faults")
+    data = fh.make_dataset(str(root / "data"))
+    ref_dir = str(root / "ref")
+    ref = fh.reference_run(data, ref_dir, max_iters=40, eval_interval=10)
+    return {"root": root, "data": data, "ref": ref, "ref_dir": ref_dir}
