@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+import allocator
 from errors import UserError
 
 DTYPES = ('auto', 'float32', 'bfloat16', 'float16')
@@ -91,6 +92,8 @@ def setup(device='auto', dtype='auto', backend='auto', cpu_threads=0, ranks=None
         dist.init_process_group(backend=be, **({'device_id': dev} if dev.type == 'cuda' else {}))
     if cpu_threads > 0:
         torch.set_num_threads(cpu_threads)
+    if dev.type == 'cpu':
+        allocator.keep_freed_memory()  # activations reused, not page-faulted in anew every step
     if dev.type == 'cuda':
         torch.backends.cuda.matmul.allow_tf32 = True  # fp32 matmuls on tensor cores
         torch.backends.cudnn.allow_tf32 = True

@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import allocator
 import tokenizer
 from data.fineweb_single import output, prepare, sources, speedups, tokenize_worker
 from errors import UserError
@@ -560,7 +561,7 @@ def test_workers_keep_freed_memory_for_reuse_under_glibc(monkeypatch):
 
     # elsewhere it changes nothing and says so: no mallopt (macOS), no CDLL(None) (Windows)
     for libc in (lambda name: object(), lambda name: (_ for _ in ()).throw(TypeError("expected str"))):
-        monkeypatch.setattr(speedups.ctypes, "CDLL", libc)
+        monkeypatch.setattr(allocator.ctypes, "CDLL", libc)
         monkeypatch.setattr(speedups.pa, "set_memory_pool", lambda pool: pytest.fail("pool changed"))
         assert speedups.tune_allocator() is False
 

@@ -450,3 +450,38 @@ def test_muon_groups_get_the_schedule_multiplier_of_their_own_peak_lr(data, tmp_
         train_step(r.t, r.rt, 0, 0.25, r.stop, FaultHooks())
         assert [g["lr"] for g in r.t.optimizer.parts["muon"].param_groups] == [0.25 * 2e-2]
         assert {g["lr"] for g in r.t.optimizer.parts["adamw"].param_groups} == {0.25 * 1e-2}
+
+
+FAULTS_PER_STEP = """
+import resource, sys, torch
+import runtime
+from train_helpers import tiny_gpt
+if sys.argv[1] == 'setup':
+    runtime.setup('cpu', 'float32')
+model = tiny_gpt(n_layer=4, n_embd=128, n_head=4, block_size=128, dropout=0.1)  # the CPU demo model
+opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+x = torch.randint(0, 257, (16, 128))
+def step():
+    model(x, x)[1].backward()
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+for _ in range(3):
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    step()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc and ru_minflt")
+def test_cpu_runtime_reuses_freed_activations_instead_of_faulting_them_in_again():
+    # runtime.setup on a CPU keeps glibc's freed blocks (allocator.py): a training step then gets
+    # its activations from memory already mapped, not as fresh zeroed pages
+    def faults(mode):
+        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
+        out = subprocess.run([sys.executable, "-c", FAULTS_PER_STEP, mode], capture_output=True, text=True,
+                             env=env, cwd=ROOT, check=True).stdout
+        return float(out.split()[-1])
+    plain, kept = faults("plain"), faults("setup")
+    assert plain > 300 and kept < plain / 5, (plain, kept)

@@ -15,7 +15,6 @@ Measured on 2 cores, each is worth 1-3% of a run (see the README's preparation f
 """
 import collections
 import contextlib
-import ctypes
 import gc
 import mmap
 import os
@@ -24,6 +23,7 @@ import sys
 import numpy as np
 import pyarrow as pa
 
+import allocator
 from data.fineweb_single.sources import batch_part
 
 ON = os.environ.get("PREPARE_PLAIN", "") in ("", "0")
@@ -103,22 +103,12 @@ def put_tokens(slot, tokens):
 # -----------------------------------------------------------------------------
 # memory reuse, garbage collection, load balance, exit
 
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's malloc.h
-
-
 def tune_allocator():
-    """Have glibc keep freed blocks of up to 32 MB for reuse, and Arrow allocate through it. By
-    default glibc hands every freed block over 128 KB (a batch's texts, ids, tokens, pickles)
-    back to the OS, and Arrow's mimalloc does the same within ~10 ms; the next batch then gets
-    that memory back as fresh pages, zeroed one fault at a time: ~3% of the CPU of a run.
+    """Have glibc keep freed blocks of up to 32 MB for reuse (allocator.py), and Arrow allocate
+    through it: Arrow's mimalloc also hands freed memory back within ~10 ms, and each batch's
+    texts, ids, tokens and pickles would come back as fresh pages: ~3% of the CPU of a run.
     Returns whether it did (switched off, or not glibc: no change)."""
-    if not ON:
-        return False
-    try:
-        libc = ctypes.CDLL(None)
-        if not (libc.mallopt(M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(M_TRIM_THRESHOLD, 64 << 20)):
-            return False
-    except (OSError, AttributeError, TypeError):  # no mallopt (macOS), no CDLL(None) (Windows)
+    if not ON or not allocator.keep_freed_memory():
         return False
     pa.set_memory_pool(pa.system_memory_pool())
     return True
