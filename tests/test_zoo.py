@@ -11,10 +11,8 @@ import numpy as np
 import pytest
 
 from bench.zoo import checks, configs, excerpts, render, series
+from zoo_fixture import LABELS, ZOO, plain
 
-ZOO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "zoo")
-with open(os.path.join(ZOO, "labels.json")) as _f:
-    LABELS = json.load(_f)["runs"]
 with open(os.path.join(ZOO, "excerpts.json")) as _f:
     CUTS = json.load(_f)["excerpts"]
 SPECS = {r["name"]: r for r in configs.ALL_RUNS}
@@ -31,15 +29,6 @@ def load(name):
     data = {"train_tokens": lab["facts"]["train_tokens"], "tokenizer": {"vocab_size": lab["facts"]["vocab_size"]}}
     with series.open_text(os.path.join(ZOO, name, "nanogpt.txt.gz")) as f:
         return series.read_nanogpt_stdout(f.read(), SPECS[name]["config"], data)
-
-
-def plain(tmp_path, name, fmt):
-    """The rendering decompressed under its own file name (diagnose reads the format from it)."""
-    file = LABELS[name]["files"][fmt]
-    path = tmp_path / f"{name}_{file}"
-    with series.open_text(os.path.join(ZOO, name, file + ".gz")) as f:
-        path.write_text(f.read())
-    return str(path)
 
 
 def interval_ends(s, interval):

@@ -1,6 +1,5 @@
 """Verdicts of the diagnosis on the ground-truth zoo (tests/fixtures/zoo, made by real training runs with
 bench/zoo/generate.py), each by its mechanism: what the run was built to show and what it must not raise."""
-import json
 import os
 
 import pytest
@@ -10,19 +9,8 @@ from diagnose.parse import load_run
 
 from bench.zoo import series
 from bench.zoo.excerpts import cut_text
+from zoo_fixture import LABELS, ZOO, plain
 
-ZOO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures", "zoo")
-with open(os.path.join(ZOO, "labels.json")) as _f:
-    LABELS = json.load(_f)["runs"]
-
-
-def plain(tmp_path, name, fmt):
-    """The rendering decompressed under its own file name (diagnose reads the format from it)."""
-    file = LABELS[name]["files"][fmt]
-    path = tmp_path / f"{name}_{file}"
-    with series.open_text(os.path.join(ZOO, name, file + ".gz")) as f:
-        path.write_text(f.read())
-    return str(path)
 
 
 def excerpt(tmp_path, name, fmt, start, length):
