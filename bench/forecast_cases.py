@@ -91,16 +91,23 @@ CUT_LOGS = {
 }
 
 
+def _finite_evals(path, column):
+    """(run, iterations, values) of a log's finite evals after iteration 0, or (None, None, None)
+    where the log is not there."""
+    if not os.path.exists(path):
+        return None, None, None
+    run = load_run(path)
+    it, v = run.eval["iter"], run.eval[column]
+    ok = np.isfinite(v) & (it > 0)
+    return run, it[ok].astype(int), v[ok]
+
+
 def _bpb_cases(folder):
     out = []
     for name, (size, params, sched, end, final_bpb) in CUT_LOGS.items():
-        path = os.path.join(folder, name)
-        if not os.path.exists(path):
+        run, it, bpb = _finite_evals(os.path.join(folder, name), "val_bpb")
+        if run is None:
             continue
-        run = load_run(path)
-        it, bpb = run.eval["iter"], run.eval["val_bpb"]
-        ok = np.isfinite(bpb) & (it > 0)
-        it, bpb = it[ok].astype(int), bpb[ok]
         t, loss = run.train["iter"], run.train["loss"]
         train_at = np.interp(it[-5:], t[np.isfinite(loss)], loss[np.isfinite(loss)])
         nats_per_bpb = float(np.median(train_at / bpb[-5:]))
@@ -112,13 +119,9 @@ def _bpb_cases(folder):
 def log_cases(folder):
     out = []
     for name, (size, params, sched) in LOGS.items():
-        path = os.path.join(folder, name)
-        if not os.path.exists(path):
+        run, it, v = _finite_evals(os.path.join(folder, name), "val_loss")
+        if run is None:
             continue
-        run = load_run(path)
-        it, v = run.eval["iter"], run.eval["val_loss"]
-        ok = np.isfinite(v) & (it > 0)
-        it, v = it[ok].astype(int), v[ok]
         end = int(it[-1])
         if sched == "logged":
             t, lr = run.train["iter"], run.train["lr"]
