@@ -467,10 +467,12 @@ def step():
     opt.zero_grad(set_to_none=True)
 for _ in range(3):
     step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):
+per_step = []
+for _ in range(7):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     step()
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
+    per_step.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(sorted(per_step)[3])  # the median step: a stray fault (the kernel reclaiming a page) is not the pattern
 """
 
 
@@ -484,4 +486,4 @@ def test_cpu_runtime_reuses_freed_activations_instead_of_faulting_them_in_again(
                              env=env, cwd=ROOT, check=True).stdout
         return float(out.split()[-1])
     plain, kept = faults("plain"), faults("setup")
-    assert plain > 300 and kept < plain / 5, (plain, kept)
+    assert plain > 300 and kept < plain / 10, (plain, kept)
