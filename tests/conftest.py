@@ -9,6 +9,17 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 
+# tiny models' ops gain nothing from a second thread and lose a lot on busy cores
+# (tests/test_model.py, tests/test_optim.py: pytestmark = pytest.mark.usefixtures("one_torch_thread"))
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    import torch
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # a real small filesystem for the full-disk tests (tests/test_full_disk.py, tests/test_prepare.py)
 @pytest.fixture
 def small_filesystem(tmp_path):

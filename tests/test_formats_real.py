@@ -1,25 +1,10 @@
 """The formats of other communities, on the real logs in ../shared/logs, with their exact
 numbers (each value below was read off the file by hand), and which loss each format logs."""
-import os
-
 import numpy as np
-import pytest
 
-from diagnose.parse import load_run
+from shared_logs import at, needs_logs, real
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LOGS = os.path.join(ROOT, "..", "shared", "logs")
-pytestmark = pytest.mark.skipif(not os.path.isdir(LOGS), reason="../shared/logs is absent")
-
-
-def real(name):
-    return load_run(os.path.join(LOGS, name))
-
-
-def at(cols, it, col):
-    idx = np.flatnonzero(cols["iter"] == it)
-    assert len(idx) == 1, f"iteration {it}: {len(idx)} rows"
-    return float(cols[col][idx[0]])
+pytestmark = needs_logs
 
 
 def test_build_nanogpt_log_txt():

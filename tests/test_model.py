@@ -21,13 +21,7 @@ OPTIONS = {
 OPTIONS['all'] = {k: v for option in OPTIONS.values() for k, v in option.items()}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny ops: a second thread only adds synchronisation, and costs a lot on busy cores
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 tiny = tiny_gpt

@@ -15,12 +15,7 @@ ALL_OPTIONS = dict(rope=True, norm='rmsnorm', qk_norm=True, mlp_act='relu2', tie
                    zero_init=True, logit_softcap=30.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 tiny = tiny_gpt
