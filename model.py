@@ -117,7 +117,6 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = Dropout(config.dropout)
         self.attn_dropout = Dropout(config.dropout)
         self.n_head = config.n_head
-        self.dropout = config.dropout
         self.qk_norm = config.qk_norm
         self.rotary = Rotary(config.n_embd // config.n_head, config.block_size) if config.rope else None
 
@@ -135,10 +134,10 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x):
         B, T, C = x.size()
         q, k, v = self.qkv(x)
-        if self.training and self.dropout > 0.0 and x.device.type == 'cpu':
+        if self.training and self.attn_dropout.p > 0.0 and x.device.type == 'cpu':
             y = self.attention_with_dropout(q, k, v)
         else:
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_dropout.p if self.training else 0.0,
                                                is_causal=True)
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_dropout(self.c_proj(y))
