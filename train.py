@@ -109,6 +109,9 @@ config_keys = [k for k in globals() if k not in _before_defaults and not k.start
 import secrets  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
+import cpu_load  # noqa: E402
+# before torch loads libgomp, which reads its wait policy once; an import (the tests') leaves it alone
+OMP_WAIT_NOTE = cpu_load.choose_omp_wait_policy() if __name__ == '__main__' else None
 import torch  # noqa: E402  (after the handlers: importing torch takes seconds)
 
 import checkpoint  # noqa: E402
@@ -254,8 +257,9 @@ def start(c):
              data_dir=dataset_location(c.data_dir, c.dataset))
     data = setup.open_dataset(c.data_dir)
     say = print if rt.master else (lambda *a, **k: None)
-    if data.note:
-        say(data.note)
+    for note in (OMP_WAIT_NOTE, data.note):
+        if note:
+            say(note)
     ckpt = (load_for_resume(c.out_dir, rt.device, say, tokenizer=data.meta['tokenizer'])
             if c.init_from == 'resume' else None)
     if ckpt is not None:
@@ -322,7 +326,7 @@ def write_run_record(r, meta, model_args, compiled, fused, warnings):
     r.log.write({'event': 'run', 'config': c, 'model': model_facts, 'data': meta,
                  'system': {'device_name': rt.device_name, 'peak_flops': r.peak_flops, 'world_size': rt.world_size,
                             'torch': torch.__version__, 'dtype': rt.dtype, 'compile': compiled,
-                            'fused_adamw': fused},
+                            'fused_adamw': fused, 'omp_wait_policy': os.environ.get('OMP_WAIT_POLICY')},
                  'resumed_from_iter': resumed})
     for w in warnings:
         r.log.warn(r.state.iter_num, 'setup', w)

@@ -53,7 +53,7 @@ def make_dataset(data_dir, train_tokens=4000, val_tokens=1000, vocab=257, eot=25
 def run_train(args, env=None, check=True, launcher=None, timeout=300):
     """Run train.py in a subprocess from the repo root; returns the CompletedProcess."""
     cmd = (launcher or [sys.executable]) + ["train.py"] + list(args)
-    full_env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline", **(env or {}))
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", **(env or {})}
     p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=full_env, timeout=timeout)
     if check and p.returncode != 0:
         raise AssertionError(f"train.py failed ({p.returncode}):\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}")
