@@ -2,7 +2,8 @@
 Our train.py beside the unmodified nanoGPT (../shared/anchors/nanoGPT, or --nanogpt=DIR), on the
 same config and the same tokens, alternating over several rounds, quiet and with one CPU-bound
 busy loop beside them. Prints steady-state ms/iter of each, the ratio nanoGPT / ours (above 1:
-ours is faster) as the median over rounds with its min-max, and our data loader's share of a step.
+ours is faster) as the median over rounds with its min-max, our data loader's share of a step, and
+how our OpenMP threads waited (cpu_load.py: passively when the cores were busy at start-up).
 
 $ python data/fineweb_single/prepare.py --demo      # the byte-level demo corpus, data/demo/
 $ python bench/bench_vs_nanogpt.py                  # both configs, quiet and busy, 5 rounds
@@ -152,12 +153,14 @@ def timed_run(argv, cwd, env, skip):
     return 1000 * (t1 - t0) / (i1 - i0), cpu, statistics.median(own[skip:])
 
 
-def data_share(out_dir):
-    """Our data loader's share of step time, from the end record of metrics.jsonl."""
+def our_run_facts(out_dir):
+    """From our metrics.jsonl: the data loader's share of step time (the end record) and the OpenMP
+    wait policy train.py chose at start-up (the run record; cpu_load.py)."""
     with open(os.path.join(out_dir, "metrics.jsonl")) as f:
-        end = [json.loads(line) for line in f][-1]
-    stats = end["stats"]
-    return stats["data_wait_s"] / stats["step_s"]
+        records = [json.loads(line) for line in f]
+    stats = records[-1]["stats"]
+    policy = next(r for r in records if r["event"] == "run")["system"].get("omp_wait_policy")
+    return stats["data_wait_s"] / stats["step_s"], policy or "spin"
 
 
 class BusyLoop:
@@ -180,7 +183,7 @@ def spread(values):
 def bench(name, load, args, scratch):
     cfg = {**config_named(name), **parse_sets(args.set)}
     (ours, ours_cwd, ours_env), (theirs, th_cwd, th_env), ours_out = commands(cfg, args.iters, scratch, args.data_dir)
-    ratios, cpu_ratios, ours_ms, theirs_ms, shares, loads = [], [], [], [], [], []
+    ratios, cpu_ratios, ours_ms, theirs_ms, shares, loads, policies = [], [], [], [], [], [], []
     for r in range(args.rounds):
         loads.append(os.getloadavg()[0])
         order = ("ours", "nanogpt") if r % 2 == 0 else ("nanogpt", "ours")  # alternate who goes first
@@ -188,7 +191,9 @@ def bench(name, load, args, scratch):
         for who in order:
             if who == "ours":
                 got[who] = timed_run(ours, ours_cwd, ours_env, args.skip)
-                shares.append(data_share(ours_out))
+                share, policy = our_run_facts(ours_out)
+                shares.append(share)
+                policies.append(policy)
             else:
                 got[who] = timed_run(theirs, th_cwd, th_env, args.skip)
         ours_ms.append(got["ours"][0])
@@ -198,10 +203,14 @@ def bench(name, load, args, scratch):
         print(f"  {name:5s} {load:5s} round {r + 1}: ours {got['ours'][0]:7.2f} ms/iter (CPU {got['ours'][1]:.1f}, "
               f"own {got['ours'][2]:.2f}), nanoGPT {got['nanogpt'][0]:7.2f} ms/iter (CPU {got['nanogpt'][1]:.1f}, "
               f"own {got['nanogpt'][2]:.2f}), ratio {ratios[-1]:.3f}, CPU ratio {cpu_ratios[-1]:.3f}, "
-              f"load avg {loads[-1]:.2f}", flush=True)
+              f"load avg {loads[-1]:.2f}, our threads wait: {policies[-1]}", flush=True)
     tokens = cfg["batch_size"] * cfg["block_size"] * cfg["gradient_accumulation_steps"]
     return dict(config=name, load=load, ratio=ratios, cpu_ratio=cpu_ratios, ours=ours_ms, nanogpt=theirs_ms, share=shares, loadavg=loads,
-                tokens=tokens, cfg=cfg)
+                tokens=tokens, cfg=cfg, policies=policies)
+
+
+def policy_counts(policies):
+    return ", ".join(f"{p} x{policies.count(p)}" for p in sorted(set(policies)))
 
 
 def mfu_line(r):
@@ -249,13 +258,13 @@ def main(argv):
                 else:
                     raise SystemExit(f"error: unknown load {load!r}; use quiet or busy")
     print("\nconfig load   ours ms/iter (tok/s)   nanoGPT ms/iter (tok/s)   ratio nanoGPT/ours median (min-max)"
-          "   CPU-time ratio (min-max)   data loader share   load avg")
+          "   CPU-time ratio (min-max)   data loader share   load avg   our threads wait")
     for r in results:
         ours, theirs = statistics.median(r["ours"]), statistics.median(r["nanogpt"])
         print(f"{r['config']:6s} {r['load']:5s}  {ours:8.2f} ({r['tokens'] / ours * 1000:,.0f})   "
               f"{theirs:8.2f} ({r['tokens'] / theirs * 1000:,.0f})     {spread(r['ratio']):28s}"
               f"        {spread(r['cpu_ratio']):24s}   {100 * statistics.median(r['share']):.2f}%           "
-              f"{min(r['loadavg']):.2f}-{max(r['loadavg']):.2f}")
+              f"{min(r['loadavg']):.2f}-{max(r['loadavg']):.2f}   {policy_counts(r['policies'])}")
         if str(r["cfg"].get("device", "")).startswith("cuda"):
             print(f"       {mfu_line(r)}")
 
