@@ -56,5 +56,5 @@ def choose_omp_wait_policy(environ=os.environ, measure=other_runnable, cores=Non
     if others is None or int(others + 0.5) + threads <= cores:
         return None
     environ['OMP_WAIT_POLICY'] = 'PASSIVE'
-    return (f"{others:.1f} other tasks are running on the {cores} cores: torch's {threads} threads wait "
-            f"passively (OMP_WAIT_POLICY=PASSIVE; set OMP_WAIT_POLICY yourself to choose)")
+    return (f"{others:.1f} other tasks are running on the {cores} cores: torch's threads wait passively "
+            f"(OMP_WAIT_POLICY=PASSIVE; set OMP_WAIT_POLICY yourself to choose)")

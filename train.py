@@ -257,7 +257,8 @@ def start(c):
              data_dir=dataset_location(c.data_dir, c.dataset))
     data = setup.open_dataset(c.data_dir)
     say = print if rt.master else (lambda *a, **k: None)
-    for note in (OMP_WAIT_NOTE, data.note):
+    # the wait policy was chosen before the config was read; with one thread (cpu_threads=1) it is moot
+    for note in (OMP_WAIT_NOTE if torch.get_num_threads() > 1 else None, data.note):
         if note:
             say(note)
     ckpt = (load_for_resume(c.out_dir, rt.device, say, tokenizer=data.meta['tokenizer'])
