@@ -33,6 +33,7 @@ def other_runnable(samples=20, interval=0.005, stat_path='/proc/stat'):
 
 
 def usable_cores():
+    """The cores this process may run on (its affinity mask, as taskset or a container sets it)."""
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # macOS, Windows

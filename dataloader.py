@@ -15,13 +15,13 @@ seeded by (seed, position), so they too replay exactly on resume.
 Files are opened once and read with pread (token_files.py); the next micro-batch
 is read in a background thread while the current one runs.
 """
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
 
+from cpu_load import usable_cores
 from token_files import ShardedTokens, TokenFile  # noqa: F401  (the files this reads; imported from here too)
 
 SAMPLING = ("epoch", "random")
@@ -64,7 +64,7 @@ class TrainLoader:
         self._pool = ThreadPoolExecutor(max_workers=1)
         # a thread reading the next batch helps a GPU; on a CPU whose cores torch's threads fill
         # already, it only takes one from them
-        self.prefetch = not (device.type == "cpu" and torch.get_num_threads() >= (os.cpu_count() or 1))
+        self.prefetch = not (device.type == "cpu" and torch.get_num_threads() >= usable_cores())
         self._future = None
         self.wait_s = 0.0     # time spent waiting for batches (for the data-loader share of step time)
 

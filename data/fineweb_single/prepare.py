@@ -49,6 +49,7 @@ from data.fineweb_single.output import (  # noqa: E402
 from data.fineweb_single.sources import FileHasher, Source, find_input_files  # noqa: E402
 from data.fineweb_single import speedups  # noqa: E402
 from data.fineweb_single.tokenize_worker import hash_batch, init_worker, tokenize_batch  # noqa: E402
+from cpu_load import usable_cores  # noqa: E402
 from errors import UserError, exit_on_user_error  # noqa: E402
 from facts import read_dataset_meta  # noqa: E402
 from tokenizer import TOKENIZERS, GPT2RanksError, load_tokenizer  # noqa: E402
@@ -77,7 +78,7 @@ def parse_args(argv=None):
     p.add_argument("--text-column", default="text", help="column (or JSON field) holding the text")
     p.add_argument("--tokenizer", choices=TOKENIZERS, help="gpt2 (default) or byte (offline, default with --demo)")
     p.add_argument("--bpe-file", metavar="PATH", help="a local GPT-2 ranks file (gpt2.tiktoken / r50k_base.tiktoken)")
-    p.add_argument("--workers", type=int, default=available_cores(),
+    p.add_argument("--workers", type=int, default=usable_cores(),
                    help="tokenizing processes (default: all cores; 0 = in this process)")
     split = p.add_mutually_exclusive_group()
     split.add_argument("--val-fraction", type=float, help="share of documents in val.bin (default 0.0005)")
@@ -105,10 +106,6 @@ def parse_args(argv=None):
     if args.val_docs is not None and args.val_docs < 1:
         p.error("--val-docs must be at least 1")
     return args
-
-
-def available_cores():
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def main(argv=None):
