@@ -453,11 +453,18 @@ def test_muon_groups_get_the_schedule_multiplier_of_their_own_peak_lr(data, tmp_
 
 
 FAULTS_PER_STEP = """
-import resource, sys, torch
+import ctypes, mmap, resource, sys, torch
 import runtime
 from train_helpers import tiny_gpt
 if sys.argv[1] == 'setup':
     runtime.setup('cpu', 'float32')
+def minflt():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+class MallInfo2(ctypes.Structure):  # glibc >= 2.33
+    _fields_ = [(name, ctypes.c_size_t) for name in
+                'arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost'.split()]
+mallinfo2 = ctypes.CDLL(None).mallinfo2
+mallinfo2.restype = MallInfo2
 model = tiny_gpt(n_layer=4, n_embd=128, n_head=4, block_size=128, dropout=0.1)  # the CPU demo model
 opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
 x = torch.randint(0, 257, (16, 128))
@@ -469,21 +476,38 @@ for _ in range(3):
     step()
 per_step = []
 for _ in range(7):
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    before = minflt()
     step()
-    per_step.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-print(sorted(per_step)[3])  # the median step: a stray fault (the kernel reclaiming a page) is not the pattern
+    per_step.append(minflt() - before)
+mapped = mallinfo2().hblkhd
+attention_sized = torch.empty(16, 4, 128, 128)  # 4 MB, as a step's attention matrices
+mapped = mallinfo2().hblkhd - mapped
+probe, before = mmap.mmap(-1, 8 << 20), minflt()  # 2048 fresh pages: does this kernel count their faults?
+for page in range(0, 8 << 20, 4096):
+    probe[page] = 1
+print(sorted(per_step)[3], mapped, minflt() - before)  # the median step: a stray fault is not the pattern
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc and ru_minflt")
 def test_cpu_runtime_reuses_freed_activations_instead_of_faulting_them_in_again():
-    # runtime.setup on a CPU keeps glibc's freed blocks (allocator.py): a training step then gets
-    # its activations from memory already mapped, not as fresh zeroed pages
-    def faults(mode):
-        env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
+    # runtime.setup on a CPU keeps glibc's freed blocks (allocator.py): a 4 MB block comes from the
+    # heap instead of its own mmap, and a training step gets its activations from memory already
+    # mapped, not as fresh zeroed pages. The baseline is glibc's documented default (128 KB
+    # thresholds), pinned: left alone, glibc moves its thresholds as blocks are freed, and the
+    # machine's tunables or a preloaded allocator could decide it instead.
+    pinned = "glibc.malloc.mmap_threshold=131072:glibc.malloc.trim_threshold=131072"
+    def measure(mode):
+        env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD" and not k.startswith(("MALLOC_", "GLIBC_"))}
+        env.update(GLIBC_TUNABLES=pinned, OMP_NUM_THREADS="1",
+                   PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))
         out = subprocess.run([sys.executable, "-c", FAULTS_PER_STEP, mode], capture_output=True, text=True,
                              env=env, cwd=ROOT, check=True).stdout
-        return float(out.split()[-1])
-    plain, kept = faults("plain"), faults("setup")
+        return [float(v) for v in out.split()[-3:]]
+    (plain, plain_mapped, probe), (kept, kept_mapped, _) = measure("plain"), measure("setup")
+    if plain_mapped == 0:  # glibc at its defaults maps a 4 MB block by itself: another malloc is in charge
+        pytest.skip("malloc here is not glibc's (/etc/ld.so.preload?): allocator.py's settings have no effect")
+    assert plain_mapped >= 4 << 20 and kept_mapped == 0, (plain_mapped, kept_mapped)
+    if probe < 1000:  # CI once read 1 fault a step without setup: some kernels (sandboxes) count few or none
+        pytest.skip(f"this kernel counted {probe:.0f} faults for 2048 fresh pages; the heap check above passed")
     assert plain > 300 and kept < plain / 10, (plain, kept)
