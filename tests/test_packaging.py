@@ -1,4 +1,5 @@
-"""pyproject.toml installs what the repository holds: every top-level module and every package."""
+"""pyproject.toml installs what users import: every top-level module and every package of diagnose/
+(data/ and bench/ are run from the checkout, as in nanoGPT)."""
 import glob
 import os
 

@@ -2,7 +2,6 @@
 fixtures for every format and every kind of damage a log can have."""
 import json
 import math
-import os
 
 import numpy as np
 import pytest

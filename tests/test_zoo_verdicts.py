@@ -12,7 +12,6 @@ from bench.zoo.excerpts import cut_text
 from zoo_fixture import LABELS, ZOO, plain
 
 
-
 def excerpt(tmp_path, name, fmt, start, length):
     file = LABELS[name]["files"][fmt]
     path = tmp_path / f"cut_{start}_{file}"
